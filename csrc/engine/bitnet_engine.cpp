@@ -1,0 +1,306 @@
+#include "engine/bitnet_engine.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "errors.h"
+#include "ggml-cpu.h"
+
+namespace bitnet::engine {
+
+namespace {
+
+// Nodes per layer are ~40; 8192 leaves room for deep models.
+constexpr int kMaxGraphNodes = 8192;
+
+std::string key(const std::string& arch, const char* suffix) { return arch + "." + suffix; }
+
+}  // namespace
+
+bool is_bitnet_arch(const std::string& arch) {
+  return arch == "bitnet" || arch == "bitnet-b1.58" || arch == "bitnet-25";
+}
+
+BitNetEngine::BitNetEngine(const std::string& path, const EngineConfig& config) : config_(config) {
+  ggml_context* meta = nullptr;
+  gguf_ = open_gguf(path, &meta);
+  weights_ctx_ = meta;
+  load_hparams(path);
+  if (config_.n_ctx < 1) throw InvalidArgument("n_ctx must be >= 1");
+  if (config_.n_batch < 1) throw InvalidArgument("n_batch must be >= 1");
+  file_ = std::make_unique<MappedFile>(path, config_.use_mmap);
+  bind_weights(path);
+  backend_.reset(ggml_backend_cpu_init());
+  if (!backend_) throw EngineError("cannot initialise ggml's CPU backend");
+  ggml_backend_cpu_set_abort_callback(backend_.get(), &Engine::abort_callback, this);
+  allocate_cache();
+  galloc_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
+  graph_arena_.resize(ggml_tensor_overhead() * kMaxGraphNodes + ggml_graph_overhead_custom(kMaxGraphNodes, false));
+}
+
+BitNetEngine::~BitNetEngine() {
+  // Tensor descriptions reference the weight buffer, which references the file mapping.
+  weights_buf_.reset();
+  if (weights_ctx_ != nullptr) ggml_free(weights_ctx_);
+}
+
+void BitNetEngine::load_hparams(const std::string& path) {
+  const gguf_context* g = gguf_.get();
+  hp_.arch = gguf_string(g, "general.architecture", "");
+  if (!is_bitnet_arch(hp_.arch)) {
+    throw ModelLoadError("'" + path + "' has architecture '" + hp_.arch +
+                         "', which BitNetEngine does not run (it runs bitnet, bitnet-b1.58 and "
+                         "bitnet-25); use engine='llama' or engine='auto'");
+  }
+  auto required = [&](const char* suffix) {
+    const std::string k = key(hp_.arch, suffix);
+    const int64_t v = gguf_int(g, k, -1);
+    if (v <= 0) throw ModelLoadError("'" + path + "' lacks a valid metadata key '" + k + "'");
+    return static_cast<int>(v);
+  };
+  hp_.n_embd = required("embedding_length");
+  hp_.n_layer = required("block_count");
+  hp_.n_head = required("attention.head_count");
+  hp_.n_ff = required("feed_forward_length");
+  hp_.n_ctx_train = required("context_length");
+  hp_.n_head_kv = static_cast<int>(gguf_int(g, key(hp_.arch, "attention.head_count_kv"), hp_.n_head));
+  hp_.rope_freq_base = static_cast<float>(gguf_float(g, key(hp_.arch, "rope.freq_base"), 10000.0));
+  hp_.rms_eps = static_cast<float>(gguf_float(g, key(hp_.arch, "attention.layer_norm_rms_epsilon"), 1e-5));
+  if (hp_.n_embd % hp_.n_head != 0 || hp_.n_head_kv <= 0 || hp_.n_head % hp_.n_head_kv != 0) {
+    throw ModelLoadError("'" + path + "' has inconsistent attention shapes: embedding " +
+                         std::to_string(hp_.n_embd) + ", heads " + std::to_string(hp_.n_head) +
+                         ", kv heads " + std::to_string(hp_.n_head_kv));
+  }
+  hp_.n_rot = static_cast<int>(gguf_int(g, key(hp_.arch, "rope.dimension_count"), hp_.head_dim()));
+
+  // Microsoft's architectures are relu^2; our own `bitnet` files say it in a key, and a
+  // missing key means SiLU, as in the 1bitLLM conversions.
+  const std::string default_act = hp_.arch == "bitnet" ? "silu" : "relu2";
+  const std::string act = gguf_string(g, key(hp_.arch, "hidden_activation"), default_act);
+  if (act == "relu2" || act == "relu_squared" || act == "relu^2") {
+    hp_.activation = FfnActivation::kReluSquared;
+  } else if (act == "silu" || act == "swish") {
+    hp_.activation = FfnActivation::kSilu;
+  } else {
+    throw ModelLoadError("'" + path + "' asks for FFN activation '" + act +
+                         "'; BitNetEngine supports 'relu2' and 'silu'");
+  }
+}
+
+void BitNetEngine::bind_weights(const std::string& path) {
+  const gguf_context* g = gguf_.get();
+  const size_t data_offset = gguf_get_data_offset(g);
+  const int64_t n_tensors = gguf_get_n_tensors(g);
+  for (int64_t i = 0; i < n_tensors; ++i) {
+    ggml_tensor* t = ggml_get_tensor(weights_ctx_, gguf_get_tensor_name(g, i));
+    const size_t end = data_offset + gguf_get_tensor_offset(g, i) + ggml_nbytes(t);
+    if (end > file_->size()) {
+      throw ModelLoadError("'" + path + "' is truncated: tensor '" + ggml_get_name(t) + "' ends at byte " +
+                           std::to_string(end) + " but the file has " + std::to_string(file_->size()) +
+                           " bytes (re-download or re-generate the file)");
+    }
+  }
+  weights_buf_.reset(ggml_backend_cpu_buffer_from_ptr(file_->mutable_data(), file_->size()));
+  for (int64_t i = 0; i < n_tensors; ++i) {
+    ggml_tensor* t = ggml_get_tensor(weights_ctx_, gguf_get_tensor_name(g, i));
+    ggml_backend_tensor_alloc(weights_buf_.get(), t, file_->mutable_data() + data_offset + gguf_get_tensor_offset(g, i));
+  }
+
+  auto find = [&](const std::string& name, int64_t ne0, int64_t ne1, bool required) -> ggml_tensor* {
+    ggml_tensor* t = ggml_get_tensor(weights_ctx_, name.c_str());
+    if (t == nullptr) {
+      if (required) throw ModelLoadError("'" + path + "' lacks tensor '" + name + "'");
+      return nullptr;
+    }
+    const int64_t want1 = ne1 > 0 ? ne1 : 1;
+    if (t->ne[0] != ne0 || t->ne[1] != want1 || t->ne[2] != 1 || t->ne[3] != 1) {
+      throw ModelLoadError("'" + path + "': tensor '" + name + "' has shape [" + std::to_string(t->ne[0]) + ", " +
+                           std::to_string(t->ne[1]) + "], expected [" + std::to_string(ne0) + ", " +
+                           std::to_string(want1) + "] from the file's metadata");
+    }
+    return t;
+  };
+
+  ggml_tensor* embd = ggml_get_tensor(weights_ctx_, "token_embd.weight");
+  if (embd == nullptr) throw ModelLoadError("'" + path + "' lacks tensor 'token_embd.weight'");
+  hp_.n_vocab = static_cast<int>(embd->ne[1]);
+  tok_embd_ = find("token_embd.weight", hp_.n_embd, hp_.n_vocab, true);
+  output_norm_ = find("output_norm.weight", hp_.n_embd, 0, true);
+  output_ = find("output.weight", hp_.n_embd, hp_.n_vocab, false);
+  if (output_ == nullptr) output_ = tok_embd_;
+
+  const int n_embd_kv = hp_.n_embd_kv();
+  layers_.resize(hp_.n_layer);
+  for (int il = 0; il < hp_.n_layer; ++il) {
+    const std::string p = "blk." + std::to_string(il) + ".";
+    Layer& l = layers_[il];
+    l.attn_norm = find(p + "attn_norm.weight", hp_.n_embd, 0, true);
+    l.wq = find(p + "attn_q.weight", hp_.n_embd, hp_.n_embd, true);
+    l.wk = find(p + "attn_k.weight", hp_.n_embd, n_embd_kv, true);
+    l.wv = find(p + "attn_v.weight", hp_.n_embd, n_embd_kv, true);
+    l.wo = find(p + "attn_output.weight", hp_.n_embd, hp_.n_embd, true);
+    l.attn_sub_norm = find(p + "attn_sub_norm.weight", hp_.n_embd, 0, false);
+    l.ffn_norm = find(p + "ffn_norm.weight", hp_.n_embd, 0, true);
+    l.ffn_gate = find(p + "ffn_gate.weight", hp_.n_embd, hp_.n_ff, true);
+    l.ffn_up = find(p + "ffn_up.weight", hp_.n_embd, hp_.n_ff, true);
+    l.ffn_down = find(p + "ffn_down.weight", hp_.n_ff, hp_.n_embd, true);
+    l.ffn_sub_norm = find(p + "ffn_sub_norm.weight", hp_.n_ff, 0, false);
+  }
+}
+
+void BitNetEngine::allocate_cache() {
+  ggml_init_params params{};
+  params.mem_size = ggml_tensor_overhead() * 2 * static_cast<size_t>(hp_.n_layer) + 1024;
+  params.no_alloc = true;
+  cache_ctx_.reset(ggml_init(params));
+  const int64_t n_cells = static_cast<int64_t>(config_.n_ctx) * hp_.n_embd_kv();
+  for (int il = 0; il < hp_.n_layer; ++il) {
+    layers_[il].k_cache = ggml_new_tensor_1d(cache_ctx_.get(), GGML_TYPE_F16, n_cells);
+    layers_[il].v_cache = ggml_new_tensor_1d(cache_ctx_.get(), GGML_TYPE_F16, n_cells);
+  }
+  cache_buf_.reset(ggml_backend_alloc_ctx_tensors(cache_ctx_.get(), backend_.get()));
+  if (!cache_buf_) {
+    throw EngineError("cannot allocate the KV cache (" + std::to_string(2 * n_cells * hp_.n_layer * 2 / (1 << 20)) +
+                      " MiB for n_ctx=" + std::to_string(config_.n_ctx) + "); lower n_ctx");
+  }
+  ggml_backend_buffer_clear(cache_buf_.get(), 0);
+}
+
+ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits,
+                                       GraphInputs* in) {
+  const int n_kv = pos0 + n_tokens;
+  const int head_dim = hp_.head_dim();
+  const int n_embd_kv = hp_.n_embd_kv();
+  const size_t f16 = ggml_type_size(GGML_TYPE_F16);
+  ggml_cgraph* gf = ggml_new_graph_custom(ctx, kMaxGraphNodes, false);
+
+  in->tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
+  in->positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
+  in->mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n_tokens);
+  ggml_set_input(in->tokens);
+  ggml_set_input(in->positions);
+  ggml_set_input(in->mask);
+
+  auto norm = [&](ggml_tensor* x, ggml_tensor* weight) {
+    return ggml_mul(ctx, ggml_rms_norm(ctx, x, hp_.rms_eps), weight);
+  };
+  auto rope = [&](ggml_tensor* x) {
+    return ggml_rope_ext(ctx, x, in->positions, nullptr, hp_.n_rot, GGML_ROPE_TYPE_NEOX, hp_.n_ctx_train,
+                         hp_.rope_freq_base, 1.0f, 0.0f, 1.0f, 32.0f, 1.0f);
+  };
+
+  ggml_tensor* x = ggml_get_rows(ctx, tok_embd_, in->tokens);  // [n_embd, n_tokens]
+  for (const Layer& l : layers_) {
+    ggml_tensor* h = norm(x, l.attn_norm);
+    ggml_tensor* q = rope(ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wq, h), head_dim, hp_.n_head, n_tokens));
+    ggml_tensor* k = rope(ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wk, h), head_dim, hp_.n_head_kv, n_tokens));
+    ggml_tensor* v = ggml_mul_mat(ctx, l.wv, h);  // [n_embd_kv, n_tokens]
+
+    // Append this chunk to the cache; the copies enter the graph before the reads below.
+    ggml_tensor* k_dst = ggml_view_1d(ctx, l.k_cache, static_cast<int64_t>(n_tokens) * n_embd_kv,
+                                      static_cast<size_t>(pos0) * n_embd_kv * f16);
+    ggml_tensor* v_dst = ggml_view_2d(ctx, l.v_cache, n_tokens, n_embd_kv, static_cast<size_t>(config_.n_ctx) * f16,
+                                      static_cast<size_t>(pos0) * f16);
+    ggml_build_forward_expand(gf, ggml_cpy(ctx, k, k_dst));
+    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst));
+
+    ggml_tensor* keys = ggml_view_3d(ctx, l.k_cache, head_dim, n_kv, hp_.n_head_kv, n_embd_kv * f16, head_dim * f16, 0);
+    ggml_tensor* values = ggml_view_3d(ctx, l.v_cache, n_kv, head_dim, hp_.n_head_kv, config_.n_ctx * f16,
+                                       static_cast<size_t>(config_.n_ctx) * head_dim * f16, 0);
+    // Heads of q share kv heads in consecutive groups: ggml_mul_mat broadcasts dim 2 that way.
+    ggml_tensor* scores = ggml_mul_mat(ctx, keys, ggml_permute(ctx, q, 0, 2, 1, 3));  // [n_kv, n_tokens, n_head]
+    scores = ggml_soft_max_ext(ctx, scores, in->mask, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f);
+    ggml_tensor* attn = ggml_mul_mat(ctx, values, scores);  // [head_dim, n_tokens, n_head]
+    attn = ggml_cont_2d(ctx, ggml_permute(ctx, attn, 0, 2, 1, 3), hp_.n_embd, n_tokens);
+    if (l.attn_sub_norm != nullptr) attn = norm(attn, l.attn_sub_norm);
+    x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.wo, attn));
+
+    h = norm(x, l.ffn_norm);
+    ggml_tensor* gate = ggml_mul_mat(ctx, l.ffn_gate, h);
+    gate = hp_.activation == FfnActivation::kReluSquared ? ggml_sqr(ctx, ggml_relu(ctx, gate)) : ggml_silu(ctx, gate);
+    ggml_tensor* ffn = ggml_mul(ctx, gate, ggml_mul_mat(ctx, l.ffn_up, h));
+    if (l.ffn_sub_norm != nullptr) ffn = norm(ffn, l.ffn_sub_norm);
+    x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.ffn_down, ffn));
+  }
+  if (!all_logits && n_tokens > 1) {
+    x = ggml_view_2d(ctx, x, hp_.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
+  }
+  in->logits = ggml_mul_mat(ctx, output_, norm(x, output_norm_));
+  ggml_set_output(in->logits);
+  ggml_build_forward_expand(gf, in->logits);
+  return gf;
+}
+
+bool BitNetEngine::decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
+  if (n_tokens <= 0) throw InvalidArgument("decode needs at least one token");
+  if (pos0 < 0 || pos0 > n_cached_) {
+    throw InvalidArgument("decode position " + std::to_string(pos0) + " is past the " + std::to_string(n_cached_) +
+                          " cached positions");
+  }
+  if (pos0 + n_tokens > config_.n_ctx) {
+    throw InvalidArgument(std::to_string(pos0 + n_tokens) + " tokens do not fit in the context of " +
+                          std::to_string(config_.n_ctx) + " (n_ctx)");
+  }
+  for (int i = 0; i < n_tokens; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab) {
+      throw InvalidArgument("token id " + std::to_string(tokens[i]) + " is outside the vocabulary [0, " +
+                            std::to_string(hp_.n_vocab) + ")");
+    }
+  }
+  n_cached_ = pos0;
+  for (int done = 0; done < n_tokens;) {
+    const int chunk = std::min(config_.n_batch, n_tokens - done);
+    const bool last_chunk = done + chunk == n_tokens;
+    float* out = all_logits ? logits + static_cast<size_t>(done) * hp_.n_vocab : (last_chunk ? logits : nullptr);
+    if (!decode_chunk(tokens + done, chunk, pos0 + done, all_logits, out)) return false;
+    done += chunk;
+    n_cached_ = pos0 + done;
+  }
+  return true;
+}
+
+bool BitNetEngine::decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
+  if (abort_requested()) return false;
+  ggml_init_params params{};
+  params.mem_size = graph_arena_.size();
+  params.mem_buffer = graph_arena_.data();
+  params.no_alloc = true;
+  ggml_context_ptr ctx(ggml_init(params));
+  GraphInputs in;
+  ggml_cgraph* gf = build_graph(ctx.get(), n_tokens, pos0, all_logits, &in);
+  if (!ggml_gallocr_alloc_graph(galloc_.get(), gf)) throw EngineError("cannot allocate the compute graph");
+
+  ggml_backend_tensor_set(in.tokens, tokens, 0, sizeof(int32_t) * n_tokens);
+  std::vector<int32_t> positions(n_tokens);
+  for (int i = 0; i < n_tokens; ++i) positions[i] = pos0 + i;
+  ggml_backend_tensor_set(in.positions, positions.data(), 0, sizeof(int32_t) * n_tokens);
+  const int n_kv = pos0 + n_tokens;
+  std::vector<float> mask(static_cast<size_t>(n_kv) * n_tokens);
+  for (int i = 0; i < n_tokens; ++i) {
+    for (int j = 0; j < n_kv; ++j) {
+      mask[static_cast<size_t>(i) * n_kv + j] = j <= pos0 + i ? 0.0f : -std::numeric_limits<float>::infinity();
+    }
+  }
+  ggml_backend_tensor_set(in.mask, mask.data(), 0, sizeof(float) * mask.size());
+
+  ggml_backend_cpu_set_n_threads(backend_.get(), n_tokens > 1 ? config_.n_threads_batch : config_.n_threads);
+  const ggml_status status = ggml_backend_graph_compute(backend_.get(), gf);
+  if (status == GGML_STATUS_ABORTED) return false;
+  if (status != GGML_STATUS_SUCCESS) throw EngineError(std::string("graph compute failed: ") + ggml_status_to_string(status));
+  if (logits != nullptr) ggml_backend_tensor_get(in.logits, logits, 0, ggml_nbytes(in.logits));
+  return true;
+}
+
+void BitNetEngine::trim_cache(int n_keep) {
+  if (n_keep < 0) throw InvalidArgument("n_keep must be >= 0");
+  n_cached_ = std::min(n_cached_, n_keep);
+}
+
+void BitNetEngine::set_threads(int n_threads, int n_threads_batch) {
+  if (n_threads < 1 || n_threads_batch < 1) throw InvalidArgument("thread counts must be >= 1");
+  config_.n_threads = n_threads;
+  config_.n_threads_batch = n_threads_batch;
+}
+
+}  // namespace bitnet::engine

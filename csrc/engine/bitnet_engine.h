@@ -1,0 +1,100 @@
+// BitNetEngine: our own ggml graph for the BitNet b1.58 family.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "ggml-cpp.h"
+#include "gguf_file.h"
+
+namespace bitnet::engine {
+
+// Activation of the gated FFN: relu(gate)^2 * up (BitNet b1.58 2B-4T) or silu(gate) * up.
+enum class FfnActivation { kReluSquared, kSilu };
+
+struct BitNetHParams {
+  std::string arch;
+  int n_vocab = 0;
+  int n_embd = 0;
+  int n_layer = 0;
+  int n_head = 0;
+  int n_head_kv = 0;
+  int n_ff = 0;
+  int n_ctx_train = 0;
+  int n_rot = 0;
+  float rope_freq_base = 10000.0f;
+  float rms_eps = 1e-5f;
+  FfnActivation activation = FfnActivation::kSilu;
+
+  int head_dim() const { return n_embd / n_head; }
+  int n_embd_kv() const { return head_dim() * n_head_kv; }
+};
+
+// True for the architectures BitNetEngine runs.
+bool is_bitnet_arch(const std::string& arch);
+
+class BitNetEngine final : public Engine {
+ public:
+  BitNetEngine(const std::string& path, const EngineConfig& config);
+  ~BitNetEngine() override;
+
+  const char* name() const override { return "bitnet"; }
+  int n_vocab() const override { return hp_.n_vocab; }
+  int n_ctx() const override { return config_.n_ctx; }
+  int n_batch() const override { return config_.n_batch; }
+  bool decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) override;
+  void trim_cache(int n_keep) override;
+  void set_threads(int n_threads, int n_threads_batch) override;
+
+  const BitNetHParams& hparams() const { return hp_; }
+
+ private:
+  struct Layer {
+    ggml_tensor* attn_norm = nullptr;
+    ggml_tensor* wq = nullptr;
+    ggml_tensor* wk = nullptr;
+    ggml_tensor* wv = nullptr;
+    ggml_tensor* wo = nullptr;
+    ggml_tensor* attn_sub_norm = nullptr;  // absent in llama-style ternary models
+    ggml_tensor* ffn_norm = nullptr;
+    ggml_tensor* ffn_gate = nullptr;
+    ggml_tensor* ffn_up = nullptr;
+    ggml_tensor* ffn_down = nullptr;
+    ggml_tensor* ffn_sub_norm = nullptr;
+    ggml_tensor* k_cache = nullptr;  // f16, [n_ctx][n_embd_kv]
+    ggml_tensor* v_cache = nullptr;  // f16, transposed: [n_embd_kv][n_ctx]
+  };
+  struct GraphInputs {
+    ggml_tensor* tokens = nullptr;
+    ggml_tensor* positions = nullptr;
+    ggml_tensor* mask = nullptr;
+    ggml_tensor* logits = nullptr;
+  };
+
+  void load_hparams(const std::string& path);
+  void bind_weights(const std::string& path);
+  void allocate_cache();
+  ggml_cgraph* build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits, GraphInputs* in);
+  bool decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits);
+
+  EngineConfig config_;
+  BitNetHParams hp_;
+  std::unique_ptr<MappedFile> file_;
+  gguf_context_ptr gguf_;
+  ggml_context* weights_ctx_ = nullptr;  // owned; tensor descriptions pointing into file_
+  ggml_backend_buffer_ptr weights_buf_;
+  ggml_context_ptr cache_ctx_;
+  ggml_backend_buffer_ptr cache_buf_;
+  ggml_backend_ptr backend_;
+  ggml_gallocr_ptr galloc_;
+  std::vector<uint8_t> graph_arena_;
+  ggml_tensor* tok_embd_ = nullptr;
+  ggml_tensor* output_norm_ = nullptr;
+  ggml_tensor* output_ = nullptr;  // tok_embd_ when the head is tied
+  std::vector<Layer> layers_;
+  int n_cached_ = 0;
+};
+
+}  // namespace bitnet::engine

@@ -1,0 +1,43 @@
+// LlamaEngine: libllama's own model graph, for every GGUF architecture BitNetEngine does not run.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/engine.h"
+#include "llama.h"
+
+namespace bitnet::engine {
+
+struct LlamaModelDeleter {
+  void operator()(llama_model* model) const { llama_model_free(model); }
+};
+using SharedLlamaModel = std::shared_ptr<llama_model>;
+
+// Loads a llama_model (vocab_only: tokenizer and metadata, no weights). Throws ModelLoadError.
+SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap);
+
+class LlamaEngine final : public Engine {
+ public:
+  LlamaEngine(const std::string& path, const EngineConfig& config);
+  ~LlamaEngine() override;
+
+  const char* name() const override { return "llama"; }
+  int n_vocab() const override { return n_vocab_; }
+  int n_ctx() const override { return config_.n_ctx; }
+  int n_batch() const override { return config_.n_batch; }
+  bool decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) override;
+  void trim_cache(int n_keep) override;
+  void set_threads(int n_threads, int n_threads_batch) override;
+
+  const SharedLlamaModel& model() const { return model_; }
+
+ private:
+  EngineConfig config_;
+  SharedLlamaModel model_;
+  llama_context* ctx_ = nullptr;
+  int n_vocab_ = 0;
+  int n_cached_ = 0;
+};
+
+}  // namespace bitnet::engine

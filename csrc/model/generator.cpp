@@ -1,0 +1,249 @@
+#include "model/generator.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "errors.h"
+#include "model/model.h"
+
+namespace bitnet::model {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
+
+// Length of the UTF-8 sequence starting with `lead`, or 0 when it cannot start one.
+int utf8_length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if (lead >= 0xC2 && lead <= 0xDF) return 2;
+  if (lead >= 0xE0 && lead <= 0xEF) return 3;
+  if (lead >= 0xF0 && lead <= 0xF4) return 4;
+  return 0;
+}
+
+}  // namespace
+
+std::string take_utf8(std::string* bytes, bool flush) {
+  std::string out;
+  const std::string& b = *bytes;
+  size_t i = 0;
+  while (i < b.size()) {
+    const int len = utf8_length(static_cast<unsigned char>(b[i]));
+    if (len == 0) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    if (i + len > b.size()) {
+      bool prefix_ok = true;  // only continuation bytes so far: the character may still complete
+      for (size_t j = i + 1; j < b.size(); ++j) prefix_ok &= (static_cast<unsigned char>(b[j]) & 0xC0) == 0x80;
+      if (prefix_ok && !flush) break;
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    bool valid = true;
+    for (int j = 1; j < len; ++j) valid &= (static_cast<unsigned char>(b[i + j]) & 0xC0) == 0x80;
+    if (!valid) {
+      out += kReplacement;
+      ++i;
+      continue;
+    }
+    out.append(b, i, len);
+    i += len;
+  }
+  bytes->erase(0, i);
+  return out;
+}
+
+Generator::Generator(Model& model, ModelLease lease, std::vector<int32_t> prompt, SamplingParams params)
+    : model_(model), lease_(std::move(lease)), prompt_(std::move(prompt)), params_(std::move(params)) {
+  const int n_ctx = model_.engine_->n_ctx();
+  if (prompt_.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
+  if (static_cast<int>(prompt_.size()) >= n_ctx) {
+    throw InvalidArgument("the prompt has " + std::to_string(prompt_.size()) +
+                          " tokens, which does not fit the context of " + std::to_string(n_ctx) +
+                          " tokens (n_ctx) with room to generate; shorten the prompt or raise n_ctx");
+  }
+  if (params_.max_tokens < 0) throw InvalidArgument("max_tokens must be >= 0");
+  for (const std::string& s : params_.stop) {
+    if (s.empty()) throw InvalidArgument("stop strings must not be empty");
+    max_stop_len_ = std::max(max_stop_len_, s.size());
+  }
+  stats_.n_prompt = static_cast<int>(prompt_.size());
+
+  sampler_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
+  if (params_.repeat_penalty != 1.0f) {
+    llama_sampler_chain_add(sampler_, llama_sampler_init_penalties(model_.engine_->n_vocab(), params_.repeat_last_n, params_.repeat_penalty, 0.0f, 0.0f));
+  }
+  if (params_.temperature <= 0.0f) {
+    llama_sampler_chain_add(sampler_, llama_sampler_init_greedy());
+  } else {
+    if (params_.top_k > 0) llama_sampler_chain_add(sampler_, llama_sampler_init_top_k(params_.top_k));
+    if (params_.top_p < 1.0f) llama_sampler_chain_add(sampler_, llama_sampler_init_top_p(params_.top_p, 1));
+    if (params_.min_p > 0.0f) llama_sampler_chain_add(sampler_, llama_sampler_init_min_p(params_.min_p, 1));
+    llama_sampler_chain_add(sampler_, llama_sampler_init_temp(params_.temperature));
+    llama_sampler_chain_add(sampler_, llama_sampler_init_dist(params_.seed));
+  }
+  // Prompt tokens count as history for the repetition penalty.
+  for (int32_t t : prompt_) llama_sampler_accept(sampler_, t);
+  logits_.resize(static_cast<size_t>(model_.engine_->n_vocab()));
+  candidates_.resize(logits_.size());
+  model_.engine_->reset_abort();
+}
+
+Generator::~Generator() {
+  if (sampler_ != nullptr) llama_sampler_free(sampler_);
+}
+
+void Generator::prefill() {
+  prefilled_ = true;
+  engine::Engine& engine = *model_.engine_;
+  std::vector<int32_t>& cached = model_.cached_tokens_;
+  // Reuse the cached prefix, but always evaluate the last prompt token to get its logits.
+  size_t keep = 0;
+  const size_t limit = std::min(cached.size(), prompt_.size() - 1);
+  while (keep < limit && cached[keep] == prompt_[keep]) ++keep;
+  engine.trim_cache(static_cast<int>(keep));
+  cached.resize(keep);
+
+  const auto t0 = Clock::now();
+  const int n_eval = static_cast<int>(prompt_.size() - keep);
+  const bool ok = engine.decode(prompt_.data() + keep, n_eval, static_cast<int>(keep), false, logits_.data());
+  stats_.prompt_ms = ms_since(t0);
+  stats_.n_prompt_evaluated = n_eval;
+  if (!ok) {
+    finish("abort");
+    return;
+  }
+  cached = prompt_;
+}
+
+int32_t Generator::sample() {
+  for (size_t i = 0; i < logits_.size(); ++i) {
+    candidates_[i] = llama_token_data{static_cast<llama_token>(i), logits_[i], 0.0f};
+  }
+  llama_token_data_array array{candidates_.data(), candidates_.size(), -1, false};
+  llama_sampler_apply(sampler_, &array);
+  if (array.selected < 0 || static_cast<size_t>(array.selected) >= array.size) {
+    throw EngineError("the sampler selected no token");
+  }
+  const llama_token token = array.data[array.selected].id;
+  llama_sampler_accept(sampler_, token);
+  return token;
+}
+
+std::string Generator::take_final_text(bool flush) {
+  text_ += take_utf8(&pending_bytes_, flush);
+  // A complete stop string ends the text right before it.
+  size_t stop_at = std::string::npos;
+  for (const std::string& s : params_.stop) stop_at = std::min(stop_at, text_.find(s));
+  if (stop_at != std::string::npos) {
+    std::string out = text_.substr(0, stop_at);
+    text_.clear();
+    final_text_ += out;
+    finish("stop");
+    return out;
+  }
+  // Hold back a tail that could still grow into a stop string.
+  size_t hold = 0;
+  if (!flush) {
+    for (const std::string& s : params_.stop) {
+      for (size_t k = std::min(s.size() - 1, text_.size()); k > hold; --k) {
+        if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+      }
+    }
+  }
+  std::string out = text_.substr(0, text_.size() - hold);
+  text_.erase(0, text_.size() - hold);
+  final_text_ += out;
+  return out;
+}
+
+void Generator::finish(const char* reason) {
+  if (finished_) return;
+  finished_ = true;
+  stats_.finish_reason = reason;
+  lease_.release();
+}
+
+std::string Generator::step() {
+  if (finished_) return "";
+  if (!prefilled_) {
+    prefill();
+    if (finished_) return "";
+  }
+  engine::Engine& engine = *model_.engine_;
+  std::vector<int32_t>& cached = model_.cached_tokens_;
+  if (static_cast<int>(stats_.tokens.size()) >= params_.max_tokens || static_cast<int>(cached.size()) >= engine.n_ctx()) {
+    std::string out = take_final_text(true);
+    finish("length");
+    return out;
+  }
+  if (engine.abort_requested()) {
+    std::string out = take_final_text(true);
+    finish("abort");
+    return out;
+  }
+  const int32_t token = sample();
+  if (model_.vocab_->is_end_of_generation(token)) {
+    std::string out = take_final_text(true);
+    finish("stop");
+    return out;
+  }
+  stats_.tokens.push_back(token);
+  pending_bytes_ += model_.vocab_->token_bytes(token, false);
+  std::string out = take_final_text(false);
+  if (finished_) return out;
+
+  const bool more = static_cast<int>(stats_.tokens.size()) < params_.max_tokens &&
+                    static_cast<int>(cached.size()) + 1 < engine.n_ctx();
+  if (more) {
+    const auto t0 = Clock::now();
+    const bool ok = engine.decode(&token, 1, static_cast<int>(cached.size()), false, logits_.data());
+    stats_.generation_ms += ms_since(t0);
+    ++stats_.n_generation_decodes;
+    if (!ok) {
+      out += take_final_text(true);
+      finish("abort");
+      return out;
+    }
+    cached.push_back(token);
+  } else if (static_cast<int>(cached.size()) + 1 >= engine.n_ctx()) {
+    out += take_final_text(true);
+    finish("length");
+  }
+  return out;
+}
+
+void Generator::run(const std::function<bool(const std::string&)>& on_text) {
+  try {
+    while (!finished_) {
+      const std::string piece = step();
+      if (!piece.empty() && on_text && on_text(piece)) {
+        finish_early();
+        return;
+      }
+    }
+  } catch (...) {
+    finish_early();  // never leave the model locked behind an error
+    throw;
+  }
+}
+
+void Generator::finish_early() {
+  if (finished_) return;
+  take_final_text(true);  // what was held back for stop strings is part of the text
+  finish("abort");
+}
+
+}  // namespace bitnet::model

@@ -1,0 +1,105 @@
+// The generation loop: prefill, sample, detokenize, stop. Runs without the GIL.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llama.h"
+
+namespace bitnet::model {
+
+class Model;
+
+// Exclusive use of a model by one thread; remembers the owner so that re-entrant use from the
+// same thread (a second call while a stream is open) is reported instead of deadlocking.
+class ModelLease {
+ public:
+  ModelLease(std::mutex& mutex, std::atomic<std::thread::id>& owner);
+  ModelLease(ModelLease&& other) noexcept = default;
+  ~ModelLease() { release(); }
+  void release();
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+  std::atomic<std::thread::id>* owner_;
+};
+
+struct SamplingParams {
+  int max_tokens = 256;
+  float temperature = 0.8f;
+  float top_p = 0.95f;
+  int top_k = 40;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int repeat_last_n = 64;
+  uint32_t seed = 0;
+  std::vector<std::string> stop;
+};
+
+struct GenerationStats {
+  std::string finish_reason;  // "stop" | "length" | "abort"
+  std::vector<int32_t> tokens;
+  int n_prompt = 0;
+  int n_prompt_evaluated = 0;  // after reusing the cached prefix
+  double prompt_ms = 0.0;
+  double generation_ms = 0.0;
+  int n_generation_decodes = 0;  // single-token decodes timed in generation_ms
+};
+
+// One generation. Holds the model's lock from construction until finish() or destruction, so
+// the KV cache is never shared between two generations.
+class Generator {
+ public:
+  Generator(Model& model, ModelLease lease, std::vector<int32_t> prompt,
+            SamplingParams params);
+  ~Generator();
+  Generator(const Generator&) = delete;
+  Generator& operator=(const Generator&) = delete;
+
+  // Advances by one token (the first call also processes the prompt). Returns the text that
+  // became final with it (often "", when bytes of a character or a possible stop string are
+  // held back). After done() is true it returns "".
+  std::string step();
+  bool done() const { return finished_; }
+  const GenerationStats& stats() const { return stats_; }
+  const std::string& text() const { return final_text_; }
+
+  // Steps to the end. `on_text` gets each non-empty piece and returns true to stop early.
+  void run(const std::function<bool(const std::string&)>& on_text);
+
+  // Ends the generation now (finish_reason "abort" when it was still running) and unlocks.
+  void finish_early();
+
+ private:
+  void prefill();
+  int32_t sample();
+  std::string take_final_text(bool flush);
+  void finish(const char* reason);
+
+  Model& model_;
+  ModelLease lease_;
+  std::vector<int32_t> prompt_;
+  SamplingParams params_;
+  llama_sampler* sampler_ = nullptr;
+  std::vector<float> logits_;
+  std::vector<llama_token_data> candidates_;
+  std::string pending_bytes_;  // token bytes not yet a complete UTF-8 character
+  std::string text_;           // decoded text not yet emitted (held back for stop strings)
+  std::string final_text_;     // everything emitted
+  GenerationStats stats_;
+  bool prefilled_ = false;
+  bool finished_ = false;
+  size_t max_stop_len_ = 0;
+};
+
+// Splits `bytes` into the longest prefix of complete UTF-8 characters, returned with invalid
+// bytes replaced by U+FFFD, leaving an incomplete trailing character in `bytes`. With flush,
+// the incomplete tail is replaced too.
+std::string take_utf8(std::string* bytes, bool flush);
+
+}  // namespace bitnet::model

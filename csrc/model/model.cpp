@@ -1,0 +1,76 @@
+#include "model/model.h"
+
+#include "engine/bitnet_engine.h"
+#include "engine/llama_engine.h"
+#include "errors.h"
+#include "gguf_file.h"
+
+namespace bitnet::model {
+
+Model::Model(const std::string& path, const ModelOptions& options) : path_(path) {
+  {
+    ggml_context* meta = nullptr;
+    gguf_context_ptr g = open_gguf(path, &meta);
+    ggml_free(meta);
+    architecture_ = gguf_string(g.get(), "general.architecture", "");
+  }
+  std::string kind = options.engine;
+  if (kind == "auto") kind = engine::is_bitnet_arch(architecture_) ? "bitnet" : "llama";
+  if (kind == "bitnet") {
+    engine_ = std::make_unique<engine::BitNetEngine>(path, options.config);
+    vocab_ = std::make_unique<Vocab>(engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap));
+  } else if (kind == "llama") {
+    auto llama = std::make_unique<engine::LlamaEngine>(path, options.config);
+    vocab_ = std::make_unique<Vocab>(llama->model());
+    engine_ = std::move(llama);
+  } else {
+    throw InvalidArgument("engine must be 'auto', 'bitnet' or 'llama', not '" + options.engine + "'");
+  }
+  if (vocab_->n_tokens() != engine_->n_vocab()) {
+    throw ModelLoadError("'" + path + "' has " + std::to_string(vocab_->n_tokens()) +
+                         " vocabulary entries but an embedding of " + std::to_string(engine_->n_vocab()) + " rows");
+  }
+}
+
+ModelLease::ModelLease(std::mutex& mutex, std::atomic<std::thread::id>& owner) : owner_(&owner) {
+  if (owner.load() == std::this_thread::get_id()) {
+    throw EngineError("this thread is still iterating a stream of this model; finish or close "
+                      "that stream before starting another call");
+  }
+  lock_ = std::unique_lock<std::mutex>(mutex);
+  owner.store(std::this_thread::get_id());
+}
+
+void ModelLease::release() {
+  if (lock_.owns_lock()) {
+    owner_->store(std::thread::id());
+    lock_.unlock();
+  }
+}
+
+ModelLease Model::acquire() { return ModelLease(mutex_, owner_); }
+
+std::vector<float> Model::logits(const std::vector<int32_t>& tokens) {
+  if (tokens.empty()) throw InvalidArgument("logits() needs at least one token");
+  ModelLease lease = acquire();
+  std::vector<float> out(tokens.size() * static_cast<size_t>(engine_->n_vocab()));
+  engine_->reset_abort();
+  cached_tokens_.clear();
+  engine_->trim_cache(0);
+  if (!engine_->decode(tokens.data(), static_cast<int>(tokens.size()), 0, true, out.data())) {
+    throw EngineError("logits() was aborted");
+  }
+  cached_tokens_ = tokens;
+  return out;
+}
+
+std::unique_ptr<Generator> Model::start(std::vector<int32_t> prompt, SamplingParams params) {
+  return std::make_unique<Generator>(*this, acquire(), std::move(prompt), std::move(params));
+}
+
+void Model::set_threads(int n_threads, int n_threads_batch) {
+  ModelLease lease = acquire();
+  engine_->set_threads(n_threads, n_threads_batch);
+}
+
+}  // namespace bitnet::model

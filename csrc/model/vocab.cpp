@@ -1,0 +1,55 @@
+#include "model/vocab.h"
+
+#include "errors.h"
+
+namespace bitnet::model {
+
+Vocab::Vocab(engine::SharedLlamaModel model) : model_(std::move(model)), vocab_(llama_model_get_vocab(model_.get())) {}
+
+int Vocab::n_tokens() const { return llama_vocab_n_tokens(vocab_); }
+int32_t Vocab::bos() const { return llama_vocab_bos(vocab_); }
+int32_t Vocab::eos() const { return llama_vocab_eos(vocab_); }
+int32_t Vocab::eot() const { return llama_vocab_eot(vocab_); }
+bool Vocab::is_end_of_generation(int32_t token) const { return llama_vocab_is_eog(vocab_, token); }
+
+std::vector<int32_t> Vocab::tokenize(const std::string& text, bool add_bos, bool special) const {
+  if (text.size() > static_cast<size_t>(INT32_MAX) / 2) throw InvalidArgument("text is too long to tokenize");
+  std::vector<int32_t> tokens(text.size() + 2);
+  int32_t n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                             static_cast<int32_t>(tokens.size()), add_bos, special);
+  if (n < 0) {
+    tokens.resize(static_cast<size_t>(-n));
+    n = llama_tokenize(vocab_, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                       static_cast<int32_t>(tokens.size()), add_bos, special);
+  }
+  if (n < 0) throw EngineError("tokenization failed");
+  tokens.resize(static_cast<size_t>(n));
+  return tokens;
+}
+
+std::string Vocab::token_bytes(int32_t token, bool special) const {
+  if (token < 0 || token >= n_tokens()) {
+    throw InvalidArgument("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                          std::to_string(n_tokens()) + ")");
+  }
+  char buf[256];
+  int32_t n = llama_token_to_piece(vocab_, token, buf, sizeof(buf), 0, special);
+  if (n >= 0) return std::string(buf, static_cast<size_t>(n));
+  std::string big(static_cast<size_t>(-n), '\0');
+  n = llama_token_to_piece(vocab_, token, big.data(), static_cast<int32_t>(big.size()), 0, special);
+  big.resize(static_cast<size_t>(std::max(n, 0)));
+  return big;
+}
+
+std::string Vocab::detokenize(const std::vector<int32_t>& tokens, bool special) const {
+  std::string out;
+  for (int32_t t : tokens) out += token_bytes(t, special);
+  return out;
+}
+
+std::string Vocab::chat_template() const {
+  const char* tmpl = llama_model_chat_template(model_.get(), nullptr);
+  return tmpl != nullptr ? std::string(tmpl) : std::string();
+}
+
+}  // namespace bitnet::model

@@ -1,0 +1,34 @@
+// Tokenizer and detokenizer: libllama's vocabulary of a model file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/llama_engine.h"
+
+namespace bitnet::model {
+
+class Vocab {
+ public:
+  explicit Vocab(engine::SharedLlamaModel model);
+
+  int n_tokens() const;
+  int32_t bos() const;
+  int32_t eos() const;
+  int32_t eot() const;
+  bool is_end_of_generation(int32_t token) const;
+
+  std::vector<int32_t> tokenize(const std::string& text, bool add_bos, bool special) const;
+  // Raw bytes of one token (may be part of a multi-byte UTF-8 character).
+  std::string token_bytes(int32_t token, bool special) const;
+  std::string detokenize(const std::vector<int32_t>& tokens, bool special) const;
+  // The GGUF's default chat template, or "" when it has none.
+  std::string chat_template() const;
+
+ private:
+  engine::SharedLlamaModel model_;
+  const llama_vocab* vocab_;
+};
+
+}  // namespace bitnet::model

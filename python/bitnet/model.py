@@ -1,0 +1,402 @@
+"""bitnet.Model: load a GGUF file and generate, stream, chat, tokenize and score with it."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ._native import _core
+from .chat import render_chat
+from .errors import EngineError, ModelLoadError
+
+__all__ = ["GenerationResult", "Model", "Timings", "Usage"]
+
+FinishReason = Literal["stop", "length", "abort"]
+Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one generation."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock times of one generation and the speeds they give.
+
+    ``prompt_tokens_evaluated`` can be lower than the prompt length when a prefix was still in
+    the KV cache from the previous call.
+    """
+
+    prompt_ms: float
+    generation_ms: float
+    prompt_tokens_evaluated: int
+    generation_decodes: int
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        return _rate(self.prompt_tokens_evaluated, self.prompt_ms)
+
+    @property
+    def generation_tokens_per_second(self) -> float:
+        return _rate(self.generation_decodes, self.generation_ms)
+
+
+def _rate(count: int, ms: float) -> float:
+    return count * 1000.0 / ms if ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """What :meth:`Model.generate` and :meth:`Model.chat` return."""
+
+    text: str
+    tokens: list[int]
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Model:
+    """A BitNet b1.58 (or any llama.cpp-supported) GGUF model, run in-process.
+
+    Arguments:
+        path: the ``.gguf`` file.
+        n_ctx: context size in tokens (KV cache size).
+        n_threads: threads for generation (one token per step); default: the CPUs this
+            process may use.
+        n_threads_batch: threads for prompt processing; default: ``n_threads``.
+        n_batch: most prompt tokens processed in one step.
+        seed: default sampling seed for calls that pass none (None: a fresh random seed each call).
+        use_mmap: memory-map the weights instead of reading them into RAM.
+        engine: ``"auto"`` (BitNetEngine for BitNet architectures, libllama for the rest),
+            ``"bitnet"`` or ``"llama"``.
+
+    A Model may be shared between threads: its calls run one at a time. ``close()`` (or a
+    ``with`` block) frees the native memory.
+
+    Example:
+        >>> with bitnet.Model("tiny.gguf") as m:
+        ...     print(m.generate("Hello", max_tokens=16, seed=0).text)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_threads_batch: int | None = None,
+        n_batch: int = 512,
+        seed: int | None = None,
+        use_mmap: bool = True,
+        engine: Literal["auto", "bitnet", "llama"] = "auto",
+    ) -> None:
+        self._core: Any = None
+        path = os.fspath(path)
+        n_ctx = _positive_int("n_ctx", n_ctx)
+        n_batch = _positive_int("n_batch", n_batch)
+        n_threads = _positive_int(
+            "n_threads", _default_threads() if n_threads is None else n_threads
+        )
+        n_threads_batch = _positive_int(
+            "n_threads_batch", n_threads if n_threads_batch is None else n_threads_batch
+        )
+        if engine not in ("auto", "bitnet", "llama"):
+            raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
+        if seed is not None:
+            seed = _seed(seed)
+        if not os.path.exists(path):
+            raise ModelLoadError(
+                f"model file '{path}' does not exist (check the path; a test model can be made "
+                "with `python -m bitnet generate-model PATH`)"
+            )
+        self.path = path
+        self.seed = seed
+        self._core = _core.Model(
+            path,
+            engine=engine,
+            n_ctx=n_ctx,
+            n_batch=n_batch,
+            n_threads=n_threads,
+            n_threads_batch=n_threads_batch,
+            use_mmap=use_mmap,
+        )
+        self._metadata: dict[str, Any] | None = None
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._native.n_ctx)
+
+    @property
+    def n_vocab(self) -> int:
+        return int(self._native.n_vocab)
+
+    @property
+    def engine(self) -> str:
+        """``"bitnet"`` (our own graph) or ``"llama"`` (libllama)."""
+        return str(self._native.engine)
+
+    @property
+    def architecture(self) -> str:
+        return str(self._native.architecture)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The GGUF key/value metadata (arrays as lists), read once on first use."""
+        if self._metadata is None:
+            from .gguf_meta import read_metadata
+
+            self._metadata = read_metadata(self.path)
+        return self._metadata
+
+    @property
+    def _native(self) -> Any:
+        if self._core is None:
+            raise EngineError("this Model is closed")
+        return self._core
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of ``text``; ``special=True`` parses control tokens such as ``<|eot_id|>``."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        return list(self._native.tokenize(text, add_bos=add_bos, special=special))
+
+    def detokenize(self, tokens: Sequence[int], *, special: bool = False) -> str:
+        """Text of ``tokens`` (invalid UTF-8 becomes U+FFFD)."""
+        data = self._native.detokenize(self._check_tokens(tokens), special=special)
+        return data.decode("utf-8", errors="replace")
+
+    def logits(self, tokens: Sequence[int]) -> np.ndarray:
+        """Logits (float32, shape ``(len(tokens), n_vocab)``) of ``tokens`` from an empty cache."""
+        return self._native.logits(self._check_tokens(tokens))
+
+    def _check_tokens(self, tokens: Sequence[int]) -> list[int]:
+        if isinstance(tokens, str | bytes):
+            raise TypeError("tokens must be a sequence of token ids, not text")
+        ids = [int(t) for t in tokens]
+        n_vocab = self.n_vocab
+        for t in ids:
+            if not 0 <= t < n_vocab:
+                raise ValueError(f"token id {t} is outside the vocabulary [0, {n_vocab})")
+        return ids
+
+    # -- generation -------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> GenerationResult:
+        """Complete ``prompt`` (text, or token ids used as they are).
+
+        Generation ends at an end-of-generation token (EOS, ``<|eot_id|>``), at a ``stop``
+        string (not included in the text), after ``max_tokens`` tokens, or when the context is
+        full. ``temperature=0`` is greedy decoding.
+        """
+        gen = self._start(
+            prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed
+        )
+        try:
+            gen.run()
+        finally:
+            gen.close()
+        return _result(gen)
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        repeat_penalty: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """Like :meth:`generate`, yielding text pieces as they become final.
+
+        Pieces are whole UTF-8 characters; text that could be the start of a stop string is
+        held back until it is known not to be one. Breaking out of the loop ends the generation.
+        """
+        gen = self._start(
+            prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed
+        )
+        return _pieces(gen)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> GenerationResult:
+        """Generate the assistant's reply to ``messages`` (``[{"role": ..., "content": ...}]``)."""
+        return self.generate(self._chat_prompt(messages), **kwargs)
+
+    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[str]:
+        """Stream the assistant's reply to ``messages``."""
+        return self.stream(self._chat_prompt(messages), **kwargs)
+
+    def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt text :meth:`chat` sends for ``messages``."""
+        native = self._native
+        return render_chat(
+            messages,
+            native.chat_template or None,
+            bos_token=self.detokenize([native.bos], special=True) if native.bos >= 0 else "",
+            eos_token=self.detokenize([native.eos], special=True) if native.eos >= 0 else "",
+        )
+
+    def _chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        text = self.chat_prompt(messages)
+        native = self._native
+        bos_text = self.detokenize([native.bos], special=True) if native.bos >= 0 else ""
+        # The template writes BOS itself when it wants one.
+        add_bos = not (bos_text and text.startswith(bos_text))
+        return self.tokenize(text, add_bos=add_bos, special=True)
+
+    def _start(
+        self,
+        prompt: Prompt,
+        max_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        min_p: float,
+        repeat_penalty: float,
+        stop: str | Sequence[str] | None,
+        seed: int | None,
+    ) -> Any:
+        native = self._native
+        if isinstance(prompt, str):
+            tokens = self.tokenize(prompt, add_bos=True, special=True)
+        else:
+            tokens = self._check_tokens(prompt)
+        if not tokens:
+            raise ValueError("the prompt is empty")
+        if len(tokens) >= self.n_ctx:
+            raise ValueError(
+                f"the prompt has {len(tokens)} tokens but the context holds {self.n_ctx} "
+                "(n_ctx), with at least one more needed to generate; shorten the prompt or "
+                "load the model with a larger n_ctx"
+            )
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+            raise ValueError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
+        if not 0.0 <= float(temperature) <= 100.0:
+            raise ValueError(f"temperature must be in [0, 100], got {temperature!r}")
+        if not 0.0 < float(top_p) <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
+        if not 0.0 <= float(min_p) <= 1.0:
+            raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
+        if not float(repeat_penalty) > 0.0:
+            raise ValueError(
+                f"repeat_penalty must be > 0 (1.0 disables it), got {repeat_penalty!r}"
+            )
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise ValueError("stop must be a non-empty string or a list of non-empty strings")
+        if seed is None:
+            seed = self.seed if self.seed is not None else random.getrandbits(32)
+        return native.start(
+            tokens,
+            max_tokens=max_tokens,
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=top_k,
+            min_p=float(min_p),
+            repeat_penalty=float(repeat_penalty),
+            repeat_last_n=64,
+            seed=_seed(seed),
+            stop=stops,
+        )
+
+    def abort(self) -> None:
+        """Stop the generation or ``logits()`` call running in another thread (finish "abort")."""
+        self._native.abort()
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the native model; later calls raise :class:`bitnet.EngineError`."""
+        self._core = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._core is None:
+            return f"<bitnet.Model {self.__dict__.get('path', '?')!r} (closed)>"
+        return (
+            f"<bitnet.Model {self.path!r} arch={self.architecture} engine={self.engine} "
+            f"n_ctx={self.n_ctx} n_vocab={self.n_vocab}>"
+        )
+
+
+def _seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return int(seed) & 0xFFFFFFFF
+
+
+def _pieces(gen: Any) -> Iterator[str]:
+    try:
+        while not gen.done:
+            piece = gen.step()
+            if piece:
+                yield piece
+    finally:
+        gen.close()
+
+
+def _result(gen: Any) -> GenerationResult:
+    return GenerationResult(
+        text=gen.text,
+        tokens=list(gen.tokens),
+        finish_reason=gen.finish_reason,
+        usage=Usage(prompt_tokens=gen.n_prompt, completion_tokens=len(gen.tokens)),
+        timings=Timings(
+            prompt_ms=gen.prompt_ms,
+            generation_ms=gen.generation_ms,
+            prompt_tokens_evaluated=gen.n_prompt_evaluated,
+            generation_decodes=gen.n_generation_decodes,
+        ),
+    )

@@ -1,0 +1,200 @@
+"""Generation: determinism, seeds, stop strings, EOS, streaming, chat, abort, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import bitnet
+from bitnet.testing import generate_model
+
+
+def test_readme_example(tiny_relu2):
+    m = bitnet.Model(tiny_relu2)
+    result = m.generate("Hello", max_tokens=16, seed=0)
+    assert isinstance(result.text, str)
+    assert result.finish_reason in ("stop", "length")
+    assert result.usage.prompt_tokens == len(m.tokenize("Hello"))
+    assert result.usage.completion_tokens == len(result.tokens) <= 16
+    m.close()
+
+
+def test_greedy_is_deterministic(tiny_model):
+    a = tiny_model.generate("The cat", max_tokens=24, temperature=0)
+    b = tiny_model.generate("The cat", max_tokens=24, temperature=0)
+    assert a.tokens == b.tokens and a.text == b.text
+    assert a.finish_reason == "length" and len(a.tokens) == 24
+
+
+def test_same_seed_same_text(tiny_model):
+    kw = dict(max_tokens=32, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0)
+    a = tiny_model.generate("Once upon", seed=123, **kw)
+    b = tiny_model.generate("Once upon", seed=123, **kw)
+    c = [tiny_model.generate("Once upon", seed=s, **kw).tokens for s in range(5)]
+    assert a.tokens == b.tokens
+    assert len({tuple(t) for t in c}) > 1, "different seeds should sample differently"
+
+
+def test_model_seed_is_the_default(tiny_relu2):
+    with bitnet.Model(tiny_relu2, n_ctx=128, seed=7) as m:
+        kw = dict(max_tokens=16, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0)
+        assert m.generate("Hi", **kw).tokens == m.generate("Hi", seed=7, **kw).tokens
+
+
+def test_prompt_cache_reuse_gives_same_result(tiny_model):
+    first = tiny_model.generate("The quick brown fox", max_tokens=8, temperature=0)
+    again = tiny_model.generate("The quick brown fox", max_tokens=8, temperature=0)
+    assert again.timings.prompt_tokens_evaluated == 1  # the prefix came from the KV cache
+    assert again.tokens == first.tokens
+
+
+def test_stop_string_truncates_and_finishes(tiny_model):
+    full = tiny_model.generate("The cat", max_tokens=24, temperature=0)
+    assert len(full.text) > 4
+    stop = full.text[3:6]
+    cut = tiny_model.generate("The cat", max_tokens=24, temperature=0, stop=[stop, "\x00never"])
+    assert cut.finish_reason == "stop"
+    assert cut.text == full.text[: full.text.index(stop)]
+
+
+def test_stream_concatenates_to_generate(tiny_model):
+    full = tiny_model.generate("Hello world", max_tokens=20, temperature=0)
+    pieces = list(tiny_model.stream("Hello world", max_tokens=20, temperature=0))
+    assert "".join(pieces) == full.text
+    assert all(pieces)
+
+
+def test_stream_never_emits_stop_string_prefix(tiny_model):
+    full = tiny_model.generate("The dog", max_tokens=24, temperature=0)
+    stop = full.text[5:9]
+    pieces = list(tiny_model.stream("The dog", max_tokens=24, temperature=0, stop=stop))
+    text = "".join(pieces)
+    assert text == full.text[: full.text.index(stop)]
+    assert stop not in text
+
+
+def test_breaking_a_stream_releases_the_model(tiny_model):
+    for _piece in tiny_model.stream("Hello", max_tokens=50, temperature=0):
+        break
+    # A second call must not block or fail.
+    assert tiny_model.generate("Hello", max_tokens=2, temperature=0).usage.completion_tokens >= 1
+
+
+def test_reentrant_call_during_stream_is_an_error(tiny_model):
+    stream = tiny_model.stream("Hello", max_tokens=10, temperature=0)
+    next(stream, None)
+    with pytest.raises(bitnet.EngineError, match="still iterating a stream"):
+        tiny_model.generate("Hi", max_tokens=1)
+    stream.close()
+    tiny_model.generate("Hi", max_tokens=1)
+
+
+def test_eos_stops_generation(tmp_path: Path, tiny_relu2):
+    with bitnet.Model(tiny_relu2, n_ctx=128) as m:
+        greedy = m.generate("Hello", max_tokens=8, temperature=0)
+    assert greedy.finish_reason == "length"
+    # Declare the third greedy token to be EOS: generation must stop right before it.
+    eos = greedy.tokens[2]
+    path = generate_model(tmp_path / "eos.gguf", activation="relu2", seed=3, eos_token_id=eos)
+    with bitnet.Model(path, n_ctx=128) as m:
+        out = m.generate("Hello", max_tokens=8, temperature=0)
+    assert out.finish_reason == "stop"
+    assert out.tokens == greedy.tokens[:2]
+
+
+def test_eot_is_end_of_generation(tiny_model):
+    native = tiny_model._native
+    assert native.is_end_of_generation(native.eos)
+    assert native.is_end_of_generation(
+        tiny_model.tokenize("<|eot_id|>", add_bos=False, special=True)[0]
+    )
+
+
+def test_chat_uses_the_file_template(tiny_model):
+    prompt = tiny_model.chat_prompt([{"role": "user", "content": "Hi"}])
+    assert prompt == "<|begin_of_text|>User: Hi<|eot_id|>Assistant: "
+    tokens = tiny_model._chat_prompt([{"role": "user", "content": "Hi"}])
+    assert tokens.count(tiny_model._native.bos) == 1
+    result = tiny_model.chat([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0)
+    assert result.usage.prompt_tokens == len(tokens)
+    assert (
+        "".join(
+            tiny_model.stream_chat([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0)
+        )
+        == result.text
+    )
+
+
+def test_chat_builtin_template_when_file_has_none(tmp_path: Path):
+    path = generate_model(tmp_path / "notemplate.gguf", chat_template=False)
+    with bitnet.Model(path, n_ctx=128) as m:
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        assert m.chat_prompt(messages) == (
+            "<|begin_of_text|>System: Be brief.<|eot_id|>User: Hi<|eot_id|>Assistant: "
+        )
+        with pytest.raises(ValueError, match="unknown role"):
+            m.chat_prompt([{"role": "robot", "content": "x"}])
+
+
+def test_tokenize_roundtrip(tiny_model):
+    text = "Hello world! Ünïcödé and emoji 🦊 work."
+    tokens = tiny_model.tokenize(text, add_bos=False)
+    assert tiny_model.detokenize(tokens) == text
+    assert tiny_model.tokenize(text)[0] == tiny_model._native.bos
+
+
+def test_stream_pieces_are_whole_characters(tiny_model):
+    # Byte-level tokens split multi-byte characters; pieces must never show U+FFFD for them.
+    tokens = tiny_model.tokenize("🦊🦊 é", add_bos=False)
+    assert len(tokens) > 3  # several byte tokens per character
+    result = tiny_model.generate(tokens, max_tokens=1, temperature=0)
+    assert "\ufffd" not in result.text
+
+
+def test_abort_stops_a_long_prompt_quickly(tiny_relu2):
+    with bitnet.Model(tiny_relu2, n_ctx=4096, n_batch=64, n_threads=1) as m:
+        prompt = m.tokenize("the cat sat on the mat " * 400)[:4000]
+        t0 = time.perf_counter()
+        m.generate(prompt, max_tokens=1)
+        full = time.perf_counter() - t0
+        timer = threading.Timer(full / 4, m.abort)
+        t0 = time.perf_counter()
+        timer.start()
+        result = m.generate(prompt[:1] + prompt[2:], max_tokens=50)  # no cached prefix
+        elapsed = time.perf_counter() - t0
+        timer.join()
+    assert result.finish_reason == "abort"
+    assert result.tokens == []
+    assert elapsed < full  # stopped well before the whole prompt was processed
+
+
+def test_threads_share_a_model(tiny_model):
+    expected = tiny_model.generate("The cat", max_tokens=12, temperature=0).text
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            for _ in range(3):
+                results.append(tiny_model.generate("The cat", max_tokens=12, temperature=0).text)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert results == [expected] * 12
+
+
+def test_context_full_ends_with_length(tiny_relu2):
+    with bitnet.Model(tiny_relu2, n_ctx=16) as m:
+        prompt = m.tokenize("Hello there")
+        result = m.generate(prompt, max_tokens=100, temperature=0)
+    assert result.finish_reason == "length"
+    assert len(prompt) + len(result.tokens) <= 16

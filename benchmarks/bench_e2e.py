@@ -11,8 +11,12 @@ text differs, the amount of work is the same.
 
 from __future__ import annotations
 
-import argparse
 import os
+
+# numpy's OpenBLAS threads spin after numpy calls and would steal cycles from the engines.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse
 import platform
 import statistics
 import time

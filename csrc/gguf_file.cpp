@@ -137,6 +137,4 @@ double gguf_float(const gguf_context* ctx, const std::string& key, double fallba
   }
 }
 
-bool gguf_has(const gguf_context* ctx, const std::string& key) { return gguf_find_key(ctx, key.c_str()) >= 0; }
-
 }  // namespace bitnet

@@ -39,6 +39,5 @@ gguf_context_ptr open_gguf(const std::string& path, ggml_context** meta);
 std::string gguf_string(const gguf_context* ctx, const std::string& key, const std::string& fallback);
 int64_t gguf_int(const gguf_context* ctx, const std::string& key, int64_t fallback);
 double gguf_float(const gguf_context* ctx, const std::string& key, double fallback);
-bool gguf_has(const gguf_context* ctx, const std::string& key);
 
 }  // namespace bitnet

@@ -37,6 +37,16 @@ void translate_errors(std::exception_ptr p) {
 void register_model(py::module_& m) {
   py::register_exception_translator(&translate_errors);
 
+  m.def(
+      "_take_utf8",
+      [](const py::bytes& data, bool flush) {
+        std::string bytes = data;
+        std::string text = model::take_utf8(&bytes, flush);
+        return py::make_tuple(py::str(text), py::bytes(bytes));
+      },
+      py::arg("data"), py::arg("flush"),
+      "Internal, for tests: (complete UTF-8 text of data, incomplete tail) as streams emit them.");
+
   py::class_<Generator>(m, "Generator", "One running generation; holds its model until it ends.")
       // The generator owns its model lease; no Python object is touched while stepping.
       .def("step", &Generator::step, py::call_guard<py::gil_scoped_release>(),

@@ -6,6 +6,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import bitnet
@@ -198,3 +199,62 @@ def test_context_full_ends_with_length(tiny_relu2):
         result = m.generate(prompt, max_tokens=100, temperature=0)
     assert result.finish_reason == "length"
     assert len(prompt) + len(result.tokens) <= 16
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5])
+def test_utf8_assembly_never_splits_characters(chunk):
+    from bitnet._native import _core
+
+    text = "aé€🦊 Ünïcödé — 日本語 🦊🦊!"
+    data = text.encode()
+    pending, out = b"", []
+    for i in range(0, len(data), chunk):
+        piece, pending = _core._take_utf8(pending + data[i : i + chunk], False)
+        out.append(piece)
+    piece, pending = _core._take_utf8(pending, True)
+    out.append(piece)
+    assert "".join(out) == text and pending == b""
+    assert all("\ufffd" not in p for p in out)
+
+
+def test_utf8_assembly_replaces_invalid_bytes():
+    from bitnet._native import _core
+
+    assert _core._take_utf8(b"a\xffb\xe2\x82", False) == ("a\ufffdb", b"\xe2\x82")
+    assert _core._take_utf8(b"\xe2\x82", True) == ("\ufffd\ufffd", b"")
+    assert _core._take_utf8(b"\xe2(x", False) == ("\ufffd(x", b"")
+
+
+def test_top_k_1_is_greedy(tiny_model):
+    greedy = tiny_model.generate("The cat", max_tokens=16, temperature=0)
+    top1 = tiny_model.generate("The cat", max_tokens=16, temperature=1.0, top_k=1, seed=9)
+    assert top1.tokens == greedy.tokens
+
+
+def test_repeat_penalty_reduces_repetition(tiny_model):
+    plain = tiny_model.generate("Hello", max_tokens=32, temperature=0)
+    penalized = tiny_model.generate("Hello", max_tokens=32, temperature=0, repeat_penalty=3.0)
+    assert len(set(penalized.tokens)) > len(set(plain.tokens))
+
+
+def test_thread_count_does_not_change_logits(tiny_relu2):
+    with (
+        bitnet.Model(tiny_relu2, n_ctx=128, n_threads=1) as one,
+        bitnet.Model(tiny_relu2, n_ctx=128, n_threads=2) as two,
+    ):
+        tokens = one.tokenize("The quick brown fox jumps over the lazy dog")
+        np.testing.assert_array_equal(one.logits(tokens), two.logits(tokens))
+
+
+def test_without_mmap_same_logits(tiny_relu2, tiny_model):
+    with bitnet.Model(tiny_relu2, n_ctx=128, use_mmap=False) as m:
+        tokens = m.tokenize("Hello world")
+        np.testing.assert_array_equal(m.logits(tokens), tiny_model.logits(tokens))
+
+
+def test_generate_accepts_token_ids(tiny_model):
+    tokens = tiny_model.tokenize("The cat")
+    assert (
+        tiny_model.generate(tokens, max_tokens=8, temperature=0).tokens
+        == tiny_model.generate("The cat", max_tokens=8, temperature=0).tokens
+    )

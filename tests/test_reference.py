@@ -44,8 +44,10 @@ def test_bitnet_engine_matches_reference(request, fixture, activation, seed):
     with bitnet.Model(path, n_ctx=256, engine="bitnet") as model:
         tokens = model.tokenize(PROMPT)
         got = model.logits(tokens)
+        n_vocab = model.n_vocab
     want = reference_logits(activation, seed, tokens)
-    assert got.shape == want.shape == (len(tokens), model.n_vocab if False else want.shape[1])
+    assert got.dtype == np.float32
+    assert got.shape == want.shape == (len(tokens), n_vocab)
     err = rel_l2(got, want)
     print(f"{activation}: max abs diff {np.abs(got - want).max():.4f}, rel L2 {err:.4f}")
     assert err < REL_L2_TOLERANCE

@@ -277,17 +277,20 @@ class Model:
         return render_chat(
             messages,
             native.chat_template or None,
-            bos_token=self.detokenize([native.bos], special=True) if native.bos >= 0 else "",
-            eos_token=self.detokenize([native.eos], special=True) if native.eos >= 0 else "",
+            bos_token=self._token_text(native.bos),
+            eos_token=self._token_text(native.eos),
         )
 
     def _chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
         text = self.chat_prompt(messages)
-        native = self._native
-        bos_text = self.detokenize([native.bos], special=True) if native.bos >= 0 else ""
+        bos_text = self._token_text(self._native.bos)
         # The template writes BOS itself when it wants one.
         add_bos = not (bos_text and text.startswith(bos_text))
         return self.tokenize(text, add_bos=add_bos, special=True)
+
+    def _token_text(self, token: int) -> str:
+        """Text of a special token such as BOS ("" when the vocabulary has none)."""
+        return self.detokenize([token], special=True) if token >= 0 else ""
 
     def _start(
         self,

@@ -20,7 +20,6 @@ import argparse
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,77 +40,65 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def median_rate(run: Callable[[int], tuple[int, float]], repeats: int) -> float:
-    """run(i) -> (tokens, seconds); returns the median tokens/s over `repeats` runs."""
-    rates = []
-    for i in range(repeats):
-        n, seconds = run(i)
-        rates.append(n / seconds)
-    return statistics.median(rates)
-
-
-def random_prompts(n_vocab: int, length: int, count: int, seed: int = 0) -> list[list[int]]:
+def random_prompts(length: int, count: int, seed: int = 0) -> list[list[int]]:
     rng = np.random.default_rng(seed)
     # Ordinary (non-special) ids; a different first token each time defeats prefix caching.
     return [rng.integers(256, 5000, size=length).tolist() for _ in range(count)]
 
 
-def bench_bitnet(
-    path: Path, engine: str, threads: int, pp: int, tg: int, repeats: int
-) -> tuple[float, float]:
-    with bitnet.Model(
-        path, n_ctx=pp + tg + 8, n_threads=threads, n_threads_batch=threads, engine=engine
-    ) as m:
-        prompts = random_prompts(m.n_vocab, pp, repeats + 1)
-        m.generate(prompts[-1][:8], max_tokens=2, temperature=0)  # warm-up: page in the weights
+class BitNetRunner:
+    """bitnet.Model; the engine's own timings exclude sampling and Python."""
 
-        def run_pp(i: int) -> tuple[int, float]:
-            r = m.generate(prompts[i], max_tokens=0, temperature=0)
-            return r.timings.prompt_tokens_evaluated, r.timings.prompt_ms / 1000
+    def __init__(self, path: Path, engine: str, threads: int, n_ctx: int) -> None:
+        self.model = bitnet.Model(
+            path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, engine=engine
+        )
+        self.model.generate([300, 301], max_tokens=2, temperature=0)  # page the weights in
 
-        def run_tg(i: int) -> tuple[int, float]:
-            r = m.generate(prompts[i][:2], max_tokens=tg + 1, temperature=0)
-            return r.timings.generation_decodes, r.timings.generation_ms / 1000
+    def pp(self, prompt: list[int]) -> float:
+        r = self.model.generate(prompt, max_tokens=0, temperature=0)
+        return r.timings.prompt_tokens_evaluated / (r.timings.prompt_ms / 1000)
 
-        return median_rate(run_pp, repeats), median_rate(run_tg, repeats)
+    def tg(self, prompt: list[int], n: int) -> float:
+        r = self.model.generate(prompt[:2], max_tokens=n + 1, temperature=0)
+        return r.timings.generation_decodes / (r.timings.generation_ms / 1000)
+
+    def close(self) -> None:
+        self.model.close()
 
 
-def bench_llama_cpp_python(
-    path: Path, threads: int, pp: int, tg: int, repeats: int
-) -> tuple[float, float]:
-    from llama_cpp import Llama
+class LlamaCppPythonRunner:
+    """llama_cpp.Llama.eval: decode only, like the engine timings above."""
 
-    llm = Llama(
-        model_path=str(path),
-        n_ctx=pp + tg + 8,
-        n_batch=512,
-        n_threads=threads,
-        n_threads_batch=threads,
-        verbose=False,
-    )
-    prompts = random_prompts(llm.n_vocab(), pp, repeats + 1)
-    llm.reset()
-    llm.eval(prompts[-1][:8])
+    def __init__(self, path: Path, threads: int, n_ctx: int) -> None:
+        from llama_cpp import Llama
 
-    def run_pp(i: int) -> tuple[int, float]:
-        llm.reset()
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_batch=512,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
+        self.llm.eval([300, 301])
+
+    def pp(self, prompt: list[int]) -> float:
+        self.llm.reset()
         t0 = time.perf_counter()
-        llm.eval(prompts[i])
-        return pp, time.perf_counter() - t0
+        self.llm.eval(prompt)
+        return len(prompt) / (time.perf_counter() - t0)
 
-    def run_tg(i: int) -> tuple[int, float]:
-        llm.reset()
-        llm.eval(prompts[i][:2])
-        token = prompts[i][2]
+    def tg(self, prompt: list[int], n: int) -> float:
+        self.llm.reset()
+        self.llm.eval(prompt[:2])
         t0 = time.perf_counter()
-        for _ in range(tg):
-            llm.eval([token])
-        return tg, time.perf_counter() - t0
+        for token in prompt[2 : 2 + n]:
+            self.llm.eval([token])
+        return n / (time.perf_counter() - t0)
 
-    try:
-        return median_rate(run_pp, repeats), median_rate(run_tg, repeats)
-    finally:
-        llm.close()
+    def close(self) -> None:
+        self.llm.close()
 
 
 def main() -> None:
@@ -142,32 +129,32 @@ def main() -> None:
         f"median of {args.repeats}; pp{args.pp}, tg{args.tg}"
     )
     print(f"{'runner':<34} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
-    runners: list[tuple[str, Callable[[int], tuple[float, float]]]] = []
-    if "bitnet" not in args.skip:
-        runners.append(
-            (
-                "bitnet (BitNetEngine, ggml TQ2_0)",
-                lambda t: bench_bitnet(path, "bitnet", t, args.pp, args.tg, args.repeats),
-            )
-        )
-    if "llama" not in args.skip:
-        runners.append(
-            (
-                "bitnet engine=llama (libllama)",
-                lambda t: bench_bitnet(path, "llama", t, args.pp, args.tg, args.repeats),
-            )
-        )
-    if "llama-cpp-python" not in args.skip:
-        runners.append(
-            (
-                "llama-cpp-python 0.3.36",
-                lambda t: bench_llama_cpp_python(path, t, args.pp, args.tg, args.repeats),
-            )
-        )
+    n_ctx = args.pp + args.tg + 8
+    prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats)
     for threads in args.threads:
-        for name, run in runners:
-            pp_rate, tg_rate = run(threads)
-            print(f"{name:<34} {threads:>7} {pp_rate:>9.2f} {tg_rate:>9.2f}", flush=True)
+        runners: dict[str, BitNetRunner | LlamaCppPythonRunner] = {}
+        if "bitnet" not in args.skip:
+            runners["bitnet (BitNetEngine, ggml TQ2_0)"] = BitNetRunner(
+                path, "bitnet", threads, n_ctx
+            )
+        if "llama" not in args.skip:
+            runners["bitnet engine=llama (libllama)"] = BitNetRunner(path, "llama", threads, n_ctx)
+        if "llama-cpp-python" not in args.skip:
+            runners["llama-cpp-python 0.3.36"] = LlamaCppPythonRunner(path, threads, n_ctx)
+        pp: dict[str, list[float]] = {name: [] for name in runners}
+        tg: dict[str, list[float]] = {name: [] for name in runners}
+        # Interleaved, so that drift in the machine's speed touches every runner alike.
+        for prompt in prompts:
+            for name, runner in runners.items():
+                pp[name].append(runner.pp(prompt[: args.pp]))
+                tg[name].append(runner.tg(prompt, args.tg))
+        for name, runner in runners.items():
+            runner.close()
+            print(
+                f"{name:<34} {threads:>7} {statistics.median(pp[name]):>9.2f} "
+                f"{statistics.median(tg[name]):>9.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

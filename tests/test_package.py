@@ -41,3 +41,19 @@ def test_cli_generate_model(tmp_path: Path):
         result = m.generate("Hi", max_tokens=4, temperature=0)
         assert 1 <= result.usage.completion_tokens <= 4
     assert not out.with_name(out.name + ".tmp").exists()
+
+
+def test_cli_reports_bad_output_path(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bitnet", "generate-model", str(tmp_path / "no" / "dir" / "m.gguf")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "generate-model: error:" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "bitnet", "generate-model", str(tmp_path / "m.gguf"), "--layers", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "n_layer must be >= 1" in proc.stderr

@@ -149,6 +149,8 @@ def generate_model(
             raise ValueError(f"unknown shape {shape!r}; choose one of {sorted(SHAPES)}")
         shape = SHAPES[shape]
     if n_layer is not None:
+        if n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1, got {n_layer}")
         shape = replace(shape, n_layer=n_layer)
     if activation not in ("relu2", "silu"):
         raise ValueError(f"activation must be 'relu2' or 'silu', got {activation!r}")

@@ -52,8 +52,60 @@ def test_cli_reports_bad_output_path(tmp_path: Path):
     assert proc.returncode == 2
     assert "generate-model: error:" in proc.stderr and "Traceback" not in proc.stderr
     proc = subprocess.run(
-        [sys.executable, "-m", "bitnet", "generate-model", str(tmp_path / "m.gguf"), "--layers", "0"],
+        [
+            sys.executable,
+            "-m",
+            "bitnet",
+            "generate-model",
+            str(tmp_path / "m.gguf"),
+            "--layers",
+            "0",
+        ],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2 and "n_layer must be >= 1" in proc.stderr
+
+
+def test_import_failure_explains_the_fix():
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'bitnet._core':\n"
+        "            raise ImportError('libllama.so.0: cannot open shared object file')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import bitnet\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "NativeExtensionError" in proc.stderr
+    assert "libllama.so.0" in proc.stderr and "pip install ." in proc.stderr
+
+
+def test_stubs_match_the_extension():
+    """python/bitnet/_core.pyi names exactly what bitnet._core has (stubs go stale otherwise)."""
+    import ast
+
+    from bitnet._native import _core
+
+    stub = ast.parse((Path(bitnet.__file__).parent / "_core.pyi").read_text())
+    stub_names: dict[str, set[str]] = {"": set()}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            stub_names[""].add(node.name)
+            stub_names[node.name] = {
+                n.name for n in node.body if isinstance(n, ast.FunctionDef) and n.name != "__init__"
+            }
+        elif isinstance(node, ast.FunctionDef):
+            stub_names[""].add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            stub_names[""].add(node.target.id)
+
+    def public(obj: object) -> set[str]:
+        names = {n for n in vars(obj) if not (n.startswith("_") and n.endswith("_"))}
+        return names | ({"__version__"} if obj is _core else set())
+
+    assert public(_core) == stub_names[""]
+    for cls in ("Model", "Generator"):
+        assert public(getattr(_core, cls)) == stub_names[cls], cls

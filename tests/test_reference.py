@@ -88,3 +88,12 @@ def test_batched_prompt_equals_token_by_token(tiny_relu2):
         tokens = big.tokenize(PROMPT)
         # Only summation order differs (ggml picks other matmul kernels for other batch sizes).
         np.testing.assert_allclose(small.logits(tokens), big.logits(tokens), rtol=0, atol=5e-2)
+
+
+def test_last_token_path_matches_all_logits(tiny_relu2):
+    """generate() computes only the last token's logits; they must equal logits()[-1]."""
+    with bitnet.Model(tiny_relu2, n_ctx=256) as model:
+        for text in ("Hello", PROMPT, "One, two, three, four"):
+            tokens = model.tokenize(text)
+            want = int(np.argmax(model.logits(tokens)[-1]))
+            assert model.generate(tokens, max_tokens=1, temperature=0).tokens == [want]

@@ -191,7 +191,11 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
   };
 
   ggml_tensor* x = ggml_get_rows(ctx, tok_embd_, in->tokens);  // [n_embd, n_tokens]
-  for (const Layer& l : layers_) {
+  auto last_column = [&](ggml_tensor* t) {
+    return ggml_view_2d(ctx, t, t->ne[0], 1, t->nb[1], static_cast<size_t>(n_tokens - 1) * t->nb[1]);
+  };
+  for (size_t il = 0; il < layers_.size(); ++il) {
+    const Layer& l = layers_[il];
     ggml_tensor* h = norm(x, l.attn_norm);
     ggml_tensor* q = rope(ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wq, h), head_dim, hp_.n_head, n_tokens));
     ggml_tensor* k = rope(ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wk, h), head_dim, hp_.n_head_kv, n_tokens));
@@ -213,6 +217,11 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
     scores = ggml_soft_max_ext(ctx, scores, in->mask, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f);
     ggml_tensor* attn = ggml_mul_mat(ctx, values, scores);  // [head_dim, n_tokens, n_head]
     attn = ggml_cont_2d(ctx, ggml_permute(ctx, attn, 0, 2, 1, 3), hp_.n_embd, n_tokens);
+    if (il + 1 == layers_.size() && !all_logits && n_tokens > 1) {
+      // Past the last attention only the last token matters for its logits.
+      attn = last_column(attn);
+      x = last_column(x);
+    }
     if (l.attn_sub_norm != nullptr) attn = norm(attn, l.attn_sub_norm);
     x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.wo, attn));
 
@@ -222,9 +231,6 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
     ggml_tensor* ffn = ggml_mul(ctx, gate, ggml_mul_mat(ctx, l.ffn_up, h));
     if (l.ffn_sub_norm != nullptr) ffn = norm(ffn, l.ffn_sub_norm);
     x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.ffn_down, ffn));
-  }
-  if (!all_logits && n_tokens > 1) {
-    x = ggml_view_2d(ctx, x, hp_.n_embd, 1, x->nb[1], static_cast<size_t>(n_tokens - 1) * x->nb[1]);
   }
   in->logits = ggml_mul_mat(ctx, output_, norm(x, output_norm_));
   ggml_set_output(in->logits);

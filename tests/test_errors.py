@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import bitnet
+from bitnet.testing import generate_model
 
 
 def test_missing_file(tmp_path: Path):
@@ -69,6 +70,8 @@ def test_unsupported_architecture(tmp_path: Path):
         ({"n_threads_batch": -1}, "n_threads_batch must be a positive integer"),
         ({"n_ctx": 0}, "n_ctx must be a positive integer"),
         ({"n_batch": 0}, "n_batch must be a positive integer"),
+        ({"n_ctx": 10**12}, "n_ctx=1000000000000 is larger than the supported maximum"),
+        ({"n_threads": 5000}, "n_threads=5000 is larger than the supported maximum of 1024"),
         ({"engine": "gpu"}, "engine must be"),
         ({"seed": "x"}, "seed must be an integer"),
     ],
@@ -122,3 +125,18 @@ def test_native_logs_go_to_python_logging(tiny_relu2, caplog):
     with caplog.at_level(logging.DEBUG, logger="bitnet.native"):
         bitnet.Model(tiny_relu2, n_ctx=64, engine="llama").close()
     assert any(r.name == "bitnet.native" for r in caplog.records)
+
+
+def _overcommits_always() -> bool:
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_overcommits_always(), reason="the kernel grants any allocation (overcommit=1)")
+def test_kv_cache_too_large_for_memory(tmp_path: Path):
+    # 64 layers x 16M positions x 1 KiB: 1 TiB of KV cache, more than any test machine has.
+    path = generate_model(tmp_path / "deep.gguf", n_layer=64)
+    with pytest.raises(bitnet.EngineError, match=r"cannot allocate the KV cache .* lower n_ctx"):
+        bitnet.Model(path, n_ctx=1 << 24)

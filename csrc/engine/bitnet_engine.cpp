@@ -164,7 +164,7 @@ void BitNetEngine::allocate_cache() {
     throw EngineError("cannot allocate the KV cache (" + std::to_string(2 * n_cells * hp_.n_layer * 2 / (1 << 20)) +
                       " MiB for n_ctx=" + std::to_string(config_.n_ctx) + "); lower n_ctx");
   }
-  ggml_backend_buffer_clear(cache_buf_.get(), 0);
+  // Not cleared: decode only reads cells it has written, and untouched pages cost no memory.
 }
 
 ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits,

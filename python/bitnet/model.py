@@ -69,9 +69,16 @@ class GenerationResult:
     timings: Timings
 
 
-def _positive_int(name: str, value: object) -> int:
+# Beyond these the native sizes overflow long before memory runs out.
+MAX_CONTEXT = 1 << 24
+MAX_THREADS = 1024
+
+
+def _positive_int(name: str, value: object, maximum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if value > maximum:
+        raise ValueError(f"{name}={value} is larger than the supported maximum of {maximum}")
     return int(value)
 
 
@@ -119,14 +126,14 @@ class Model:
     ) -> None:
         self._core: Any = None
         path = os.fspath(path)
-        n_ctx = _positive_int("n_ctx", n_ctx)
-        n_batch = _positive_int("n_batch", n_batch)
-        n_threads = _positive_int(
-            "n_threads", _default_threads() if n_threads is None else n_threads
-        )
-        n_threads_batch = _positive_int(
-            "n_threads_batch", n_threads if n_threads_batch is None else n_threads_batch
-        )
+        n_ctx = _positive_int("n_ctx", n_ctx, MAX_CONTEXT)
+        n_batch = _positive_int("n_batch", n_batch, MAX_CONTEXT)
+        if n_threads is None:
+            n_threads = _default_threads()
+        n_threads = _positive_int("n_threads", n_threads, MAX_THREADS)
+        if n_threads_batch is None:
+            n_threads_batch = n_threads
+        n_threads_batch = _positive_int("n_threads_batch", n_threads_batch, MAX_THREADS)
         if engine not in ("auto", "bitnet", "llama"):
             raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
         if seed is not None:

@@ -9,6 +9,7 @@ namespace py = pybind11;
 namespace bitnet {
 void register_model(py::module_& m);
 void register_info(py::module_& m);
+void register_gguf(py::module_& m);
 }  // namespace bitnet
 
 PYBIND11_MODULE(_core, m) {
@@ -16,5 +17,6 @@ PYBIND11_MODULE(_core, m) {
   bitnet::install_log_bridge();
   llama_backend_init();
   bitnet::register_info(m);
+  bitnet::register_gguf(m);
   bitnet::register_model(m);
 }

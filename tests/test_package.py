@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import bitnet
 
 
@@ -25,6 +27,32 @@ def test_metadata(tiny_model):
     assert meta["bitnet.embedding_length"] == 256
     assert meta["tokenizer.ggml.pre"] == "llama-bpe"
     assert len(meta["tokenizer.ggml.tokens"]) == tiny_model.n_vocab
+
+
+def test_metadata_matches_the_gguf_package(tiny_relu2):
+    """Our native reader against gguf-py's independent one, key by key."""
+    import gguf
+
+    from bitnet._native import _core
+
+    ours = _core.read_metadata(str(tiny_relu2))
+    reader = gguf.GGUFReader(tiny_relu2)
+    theirs = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    assert ours.keys() == theirs.keys()
+    for key, value in theirs.items():
+        if isinstance(value, float):
+            assert ours[key] == pytest.approx(value, rel=1e-6), key
+        else:
+            assert ours[key] == value, key
+
+
+def test_metadata_of_a_bad_file(tmp_path: Path):
+    from bitnet._native import _core
+
+    path = tmp_path / "x.gguf"
+    path.write_bytes(b"GGUF" + b"\xff" * 40)
+    with pytest.raises(bitnet.ModelLoadError, match="damaged or truncated"):
+        _core.read_metadata(str(path))
 
 
 def test_cli_generate_model(tmp_path: Path):

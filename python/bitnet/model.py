@@ -179,9 +179,7 @@ class Model:
     def metadata(self) -> dict[str, Any]:
         """The GGUF key/value metadata (arrays as lists), read once on first use."""
         if self._metadata is None:
-            from .gguf_meta import read_metadata
-
-            self._metadata = read_metadata(self.path)
+            self._metadata = _core.read_metadata(self.path)
         return self._metadata
 
     @property

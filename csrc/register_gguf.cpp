@@ -1,0 +1,101 @@
+// GGUF metadata as a Python dict (bitnet._core.read_metadata).
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "gguf_file.h"
+
+namespace py = pybind11;
+
+namespace bitnet {
+
+namespace {
+
+// Strings in GGUF files are meant to be UTF-8; a damaged one must not make the whole read fail.
+py::str decode(const char* data, size_t size) {
+  PyObject* s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(size), "replace");
+  if (s == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(s);
+}
+
+py::object scalar(const gguf_context* ctx, int64_t id, gguf_type type) {
+  switch (type) {
+    case GGUF_TYPE_UINT8: return py::int_(gguf_get_val_u8(ctx, id));
+    case GGUF_TYPE_INT8: return py::int_(gguf_get_val_i8(ctx, id));
+    case GGUF_TYPE_UINT16: return py::int_(gguf_get_val_u16(ctx, id));
+    case GGUF_TYPE_INT16: return py::int_(gguf_get_val_i16(ctx, id));
+    case GGUF_TYPE_UINT32: return py::int_(gguf_get_val_u32(ctx, id));
+    case GGUF_TYPE_INT32: return py::int_(gguf_get_val_i32(ctx, id));
+    case GGUF_TYPE_UINT64: return py::int_(gguf_get_val_u64(ctx, id));
+    case GGUF_TYPE_INT64: return py::int_(gguf_get_val_i64(ctx, id));
+    case GGUF_TYPE_FLOAT32: return py::float_(gguf_get_val_f32(ctx, id));
+    case GGUF_TYPE_FLOAT64: return py::float_(gguf_get_val_f64(ctx, id));
+    case GGUF_TYPE_BOOL: return py::bool_(gguf_get_val_bool(ctx, id));
+    case GGUF_TYPE_STRING: {
+      const char* s = gguf_get_val_str(ctx, id);
+      return decode(s, std::char_traits<char>::length(s));
+    }
+    default: return py::none();
+  }
+}
+
+template <typename T>
+py::list numbers(const void* data, size_t n) {
+  const T* values = static_cast<const T*>(data);
+  py::list out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = py::cast(values[i]);
+  return out;
+}
+
+py::object array(const gguf_context* ctx, int64_t id) {
+  const size_t n = gguf_get_arr_n(ctx, id);
+  const gguf_type type = gguf_get_arr_type(ctx, id);
+  if (type == GGUF_TYPE_STRING) {
+    py::list out(n);
+    for (size_t i = 0; i < n; ++i) {
+      const char* s = gguf_get_arr_str(ctx, id, i);
+      out[i] = decode(s, std::char_traits<char>::length(s));
+    }
+    return std::move(out);
+  }
+  const void* data = gguf_get_arr_data(ctx, id);
+  switch (type) {
+    case GGUF_TYPE_UINT8: return numbers<uint8_t>(data, n);
+    case GGUF_TYPE_INT8: return numbers<int8_t>(data, n);
+    case GGUF_TYPE_UINT16: return numbers<uint16_t>(data, n);
+    case GGUF_TYPE_INT16: return numbers<int16_t>(data, n);
+    case GGUF_TYPE_UINT32: return numbers<uint32_t>(data, n);
+    case GGUF_TYPE_INT32: return numbers<int32_t>(data, n);
+    case GGUF_TYPE_UINT64: return numbers<uint64_t>(data, n);
+    case GGUF_TYPE_INT64: return numbers<int64_t>(data, n);
+    case GGUF_TYPE_FLOAT32: return numbers<float>(data, n);
+    case GGUF_TYPE_FLOAT64: return numbers<double>(data, n);
+    case GGUF_TYPE_BOOL: return numbers<bool>(data, n);
+    default: return py::list();  // nested arrays: not used by any model key
+  }
+}
+
+}  // namespace
+
+void register_gguf(py::module_& m) {
+  m.def(
+      "read_metadata",
+      [](const std::string& path) {
+        gguf_context_ptr ctx;
+        {
+          py::gil_scoped_release release;  // file parsing touches no Python object
+          ctx = open_gguf(path, nullptr);
+        }
+        py::dict out;
+        const int64_t n = gguf_get_n_kv(ctx.get());
+        for (int64_t id = 0; id < n; ++id) {
+          const gguf_type type = gguf_get_kv_type(ctx.get(), id);
+          out[py::str(gguf_get_key(ctx.get(), id))] =
+              type == GGUF_TYPE_ARRAY ? array(ctx.get(), id) : scalar(ctx.get(), id, type);
+        }
+        return out;
+      },
+      py::arg("path"), "Key/value metadata of a GGUF file (arrays as lists); no tensor data is read.");
+}
+
+}  // namespace bitnet

@@ -27,8 +27,7 @@ REL_L2_TOLERANCE = 0.04
 
 def reference_logits(activation: str, seed: int, tokens: list[int], **kw) -> np.ndarray:
     shape = SHAPES["tiny"]
-    n_vocab = len(build_vocabulary().tokens)
-    weights = synthetic_weights(shape, n_vocab, seed=seed, **kw)
+    weights = synthetic_weights(shape, build_vocabulary(), seed=seed, **kw)
     return ReferenceModel(shape, weights, activation).logits(tokens)
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from .vocab import build_vocabulary
+from .vocab import TokenType, Vocabulary, build_vocabulary
 
 __all__ = [
     "SHAPES",
@@ -82,24 +82,30 @@ def _norm(rng: np.random.Generator, n: int) -> np.ndarray:
     return (1.0 + 0.1 * rng.standard_normal(n)).astype(np.float32)
 
 
+def _embedding(rng: np.random.Generator, vocab: Vocabulary, n_embd: int) -> np.ndarray:
+    n_vocab = len(vocab.tokens)
+    out = np.empty((n_vocab, n_embd), dtype=np.float16)
+    for start in range(0, n_vocab, 8192):  # bounded float32 temporaries for large vocabularies
+        stop = min(start + 8192, n_vocab)
+        rows = 0.1 * rng.standard_normal((stop - start, n_embd), dtype=np.float32)
+        out[start:stop] = rows.astype(np.float16)
+    # Rows near zero give logits near zero: a random model then rarely picks a control token or
+    # a byte that is not printable ASCII (which alone is not valid UTF-8), so its text prints.
+    quiet = [b for b in range(256) if not 0x20 <= b < 0x7F]
+    quiet += [i for i, t in enumerate(vocab.token_types) if t != TokenType.NORMAL]
+    out[quiet] *= np.float16(0.05)
+    return out
+
+
 def synthetic_weights(
-    shape: ModelShape, n_vocab: int, seed: int = 0, tied: bool = True
+    shape: ModelShape, vocab: Vocabulary, seed: int = 0, tied: bool = True
 ) -> Iterator[tuple[str, TernaryWeight | np.ndarray]]:
     """Yields (GGUF tensor name, weight) in file order; the same seed gives the same weights."""
     rng = np.random.default_rng(seed)
-    embd = np.empty((n_vocab, shape.n_embd), dtype=np.float16)
-    for start in range(0, n_vocab, 8192):  # bounded float32 temporaries for large vocabularies
-        stop = min(start + 8192, n_vocab)
-        embd[start:stop] = (
-            0.1 * rng.standard_normal((stop - start, shape.n_embd), dtype=np.float32)
-        ).astype(np.float16)
-    yield "token_embd.weight", embd
+    yield "token_embd.weight", _embedding(rng, vocab, shape.n_embd)
     yield "output_norm.weight", _norm(rng, shape.n_embd)
     if not tied:
-        out = (0.1 * rng.standard_normal((n_vocab, shape.n_embd), dtype=np.float32)).astype(
-            np.float16
-        )
-        yield "output.weight", out
+        yield "output.weight", _embedding(rng, vocab, shape.n_embd)
     n_embd_kv = shape.head_dim * shape.n_head_kv
     for il in range(shape.n_layer):
         p = f"blk.{il}."
@@ -197,7 +203,7 @@ def generate_model(
     if chat_template:
         writer.add_chat_template(BITNET_CHAT_TEMPLATE)
 
-    for name, weight in synthetic_weights(shape, n_vocab, seed=seed, tied=tied):
+    for name, weight in synthetic_weights(shape, vocab, seed=seed, tied=tied):
         if isinstance(weight, TernaryWeight):
             packed = gguf.quants.quantize(weight.dense(), qtype)
             writer.add_tensor(name, packed, raw_dtype=qtype)

@@ -225,6 +225,30 @@ def test_utf8_assembly_replaces_invalid_bytes():
     assert _core._take_utf8(b"a\xffb\xe2\x82", False) == ("a\ufffdb", b"\xe2\x82")
     assert _core._take_utf8(b"\xe2\x82", True) == ("\ufffd\ufffd", b"")
     assert _core._take_utf8(b"\xe2(x", False) == ("\ufffd(x", b"")
+    # Sequences Python's strict decoder rejects: a surrogate, overlong forms, > U+10FFFF.
+    for bad in (
+        b"\xed\xa0\x80",
+        b"\xe0\x80\x80",
+        b"\xf0\x80\x80\x80",
+        b"\xf4\x90\x80\x80",
+        b"\xc0\xaf",
+    ):
+        text, rest = _core._take_utf8(bad + b"!", False)
+        assert rest == b"" and text.endswith("!") and set(text[:-1]) == {"\ufffd"}, bad
+
+
+def test_utf8_assembly_on_random_bytes():
+    from bitnet._native import _core
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        data = rng.integers(0, 256, size=int(rng.integers(1, 12)), dtype=np.uint8).tobytes()
+        text, rest = _core._take_utf8(data, True)
+        assert rest == b""
+        # Same characters as Python's decoder; only the number of U+FFFD per bad run differs.
+        python = data.decode("utf-8", errors="replace")
+        assert text.replace("\ufffd", "") == python.replace("\ufffd", ""), data
+        assert ("\ufffd" in text) == ("\ufffd" in python), data
 
 
 def test_top_k_1_is_greedy(tiny_model):

@@ -27,6 +27,19 @@ int utf8_length(unsigned char lead) {
   return 0;
 }
 
+// Whether byte `k` (1-based) of a sequence led by `lead` may be `c`: continuation bytes, with
+// the narrower second-byte ranges that exclude overlong forms, surrogates and code points past
+// U+10FFFF (what Python's strict decoder rejects).
+bool utf8_continuation_ok(unsigned char lead, int k, unsigned char c) {
+  if (k == 1) {
+    if (lead == 0xE0) return c >= 0xA0 && c <= 0xBF;
+    if (lead == 0xED) return c >= 0x80 && c <= 0x9F;
+    if (lead == 0xF0) return c >= 0x90 && c <= 0xBF;
+    if (lead == 0xF4) return c >= 0x80 && c <= 0x8F;
+  }
+  return (c & 0xC0) == 0x80;
+}
+
 }  // namespace
 
 std::string take_utf8(std::string* bytes, bool flush) {
@@ -34,29 +47,23 @@ std::string take_utf8(std::string* bytes, bool flush) {
   const std::string& b = *bytes;
   size_t i = 0;
   while (i < b.size()) {
-    const int len = utf8_length(static_cast<unsigned char>(b[i]));
-    if (len == 0) {
+    const unsigned char lead = static_cast<unsigned char>(b[i]);
+    const int len = utf8_length(lead);
+    // Count how many bytes after the lead are valid for this sequence.
+    int good = 1;
+    while (good < len && i + good < b.size() &&
+           utf8_continuation_ok(lead, good, static_cast<unsigned char>(b[i + good]))) {
+      ++good;
+    }
+    if (len > 0 && good == len) {
+      out.append(b, i, len);
+      i += len;
+    } else if (len > 0 && i + good == b.size() && !flush) {
+      break;  // a valid start of a character whose remaining bytes have not arrived yet
+    } else {
       out += kReplacement;
       ++i;
-      continue;
     }
-    if (i + len > b.size()) {
-      bool prefix_ok = true;  // only continuation bytes so far: the character may still complete
-      for (size_t j = i + 1; j < b.size(); ++j) prefix_ok &= (static_cast<unsigned char>(b[j]) & 0xC0) == 0x80;
-      if (prefix_ok && !flush) break;
-      out += kReplacement;
-      ++i;
-      continue;
-    }
-    bool valid = true;
-    for (int j = 1; j < len; ++j) valid &= (static_cast<unsigned char>(b[i + j]) & 0xC0) == 0x80;
-    if (!valid) {
-      out += kReplacement;
-      ++i;
-      continue;
-    }
-    out.append(b, i, len);
-    i += len;
   }
   bytes->erase(0, i);
   return out;
@@ -74,7 +81,6 @@ Generator::Generator(Model& model, ModelLease lease, std::vector<int32_t> prompt
   if (params_.max_tokens < 0) throw InvalidArgument("max_tokens must be >= 0");
   for (const std::string& s : params_.stop) {
     if (s.empty()) throw InvalidArgument("stop strings must not be empty");
-    max_stop_len_ = std::max(max_stop_len_, s.size());
   }
   stats_.n_prompt = static_cast<int>(prompt_.size());
 

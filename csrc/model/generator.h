@@ -94,7 +94,6 @@ class Generator {
   GenerationStats stats_;
   bool prefilled_ = false;
   bool finished_ = false;
-  size_t max_stop_len_ = 0;
 };
 
 // Splits `bytes` into the longest prefix of complete UTF-8 characters, returned with invalid

@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <chrono>
 #include <cstring>
+#include <functional>
 
 #include "errors.h"
 #include "model/model.h"
@@ -19,6 +21,40 @@ using model::Generator;
 using model::Model;
 
 py::object python_error_class(const char* name) { return py::module_::import("bitnet.errors").attr(name); }
+
+// Lets Ctrl+C stop native work started from the main thread, the only one Python delivers
+// signals to. The check runs on the decoding thread at most every 50 ms and takes the GIL only
+// then; a pending KeyboardInterrupt is left set for the binding to raise when the call returns.
+std::function<bool()> signal_check_for_this_thread() {
+  const auto main_ident = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  if (PyThread_get_thread_ident() != main_ident) return nullptr;
+  return [last = std::chrono::steady_clock::time_point{}]() mutable {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::milliseconds(50)) return false;
+    last = now;
+    py::gil_scoped_acquire gil;
+    return PyErr_CheckSignals() != 0;
+  };
+}
+
+// Runs f without the GIL. What a signal handler raised meanwhile (KeyboardInterrupt) is raised
+// afterwards, in place of f's result or of the error that stopping early made f throw.
+template <typename F>
+auto run_interruptible(F&& f) -> decltype(f()) {
+  try {
+    auto result = [&] {
+      py::gil_scoped_release release;
+      return f();
+    }();
+    if (PyErr_Occurred() != nullptr) throw py::error_already_set();
+    return result;
+  } catch (py::error_already_set&) {
+    throw;
+  } catch (...) {
+    if (PyErr_Occurred() != nullptr) throw py::error_already_set();
+    throw;
+  }
+}
 
 void translate_errors(std::exception_ptr p) {
   try {
@@ -48,9 +84,14 @@ void register_model(py::module_& m) {
       "Internal, for tests: (complete UTF-8 text of data, incomplete tail) as streams emit them.");
 
   py::class_<Generator>(m, "Generator", "One running generation; holds its model until it ends.")
-      // The generator owns its model lease; no Python object is touched while stepping.
-      .def("step", &Generator::step, py::call_guard<py::gil_scoped_release>(),
-           "Advance one token; returns the text that became final (may be empty).")
+      .def(
+          "step",
+          [](Generator& g) {
+            g.set_interrupt_check(signal_check_for_this_thread());
+            // The generator owns its model lease; no Python object is touched while stepping.
+            return py::str(run_interruptible([&] { return g.step(); }));
+          },
+          "Advance one token; returns the text that became final (may be empty).")
       .def(
           "run",
           [](Generator& g, std::optional<py::function> on_text) {
@@ -61,8 +102,12 @@ void register_model(py::module_& m) {
                 return py::bool_((*on_text)(py::str(piece))).cast<bool>();
               };
             }
-            py::gil_scoped_release release;  // the loop is native; the callback re-acquires
-            g.run(callback);
+            g.set_interrupt_check(signal_check_for_this_thread());
+            // The loop is native; the callback re-acquires the GIL for itself.
+            run_interruptible([&] {
+              g.run(callback);
+              return true;
+            });
           },
           py::arg("on_text") = py::none(),
           "Generate to the end; on_text(piece) gets each piece and returns True to stop.")
@@ -125,11 +170,9 @@ void register_model(py::module_& m) {
       .def(
           "logits",
           [](Model& m, const std::vector<int32_t>& tokens) {
-            std::vector<float> values;
-            {
-              py::gil_scoped_release release;  // native decode under the model's own lock
-              values = m.logits(tokens);
-            }
+            auto check = signal_check_for_this_thread();
+            // Native decode under the model's own lock.
+            std::vector<float> values = run_interruptible([&] { return m.logits(tokens, check); });
             py::array_t<float> out({static_cast<py::ssize_t>(tokens.size()), static_cast<py::ssize_t>(m.n_vocab())});
             std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(float));
             return out;

@@ -284,3 +284,49 @@ def test_generate_accepts_token_ids(tiny_model):
         tiny_model.generate(tokens, max_tokens=8, temperature=0).tokens
         == tiny_model.generate("The cat", max_tokens=8, temperature=0).tokens
     )
+
+
+SIGINT_SCRIPT = """
+import os, signal, sys, threading, time
+import bitnet
+
+m = bitnet.Model(sys.argv[1], n_ctx=4096, n_batch=32, n_threads=1)
+prompt = m.tokenize("the cat sat on the mat " * 400)[:4000]
+t0 = time.perf_counter()
+m.logits(prompt[:2000])
+full = time.perf_counter() - t0
+for call in ("logits", "generate", "stream"):
+    prompt = prompt[1:] + prompt[:1]  # no cached prefix
+    threading.Timer(full / 3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    t0 = time.perf_counter()
+    try:
+        if call == "logits":
+            m.logits(prompt[:2000])
+        elif call == "generate":
+            m.generate(prompt[:2000], max_tokens=50)
+        else:
+            list(m.stream(prompt[:2000], max_tokens=50))
+        print(call, "finished")
+    except KeyboardInterrupt:
+        print(call, "interrupted", round((time.perf_counter() - t0) / full, 2))
+print("usable", m.generate("Hi", max_tokens=2, temperature=0).usage.completion_tokens)
+"""
+
+
+def test_ctrl_c_interrupts_native_work(tiny_relu2):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SIGINT_SCRIPT, str(tiny_relu2)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split("\n")
+    for call in ("logits", "generate", "stream"):
+        line = next(x for x in lines if x.startswith(call))
+        assert "interrupted" in line, proc.stdout
+        assert float(line.split()[-1]) < 0.9, proc.stdout  # well before the work would end
+    assert "usable 2" in proc.stdout

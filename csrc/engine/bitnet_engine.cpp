@@ -267,7 +267,7 @@ bool BitNetEngine::decode(const int32_t* tokens, int n_tokens, int pos0, bool al
 }
 
 bool BitNetEngine::decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
-  if (abort_requested()) return false;
+  if (abort_callback(this)) return false;
   ggml_init_params params{};
   params.mem_size = graph_arena_.size();
   params.mem_buffer = graph_arena_.data();

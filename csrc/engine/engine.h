@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace bitnet::engine {
@@ -41,11 +42,39 @@ class Engine {
   void reset_abort() { abort_.store(false, std::memory_order_relaxed); }
   bool abort_requested() const { return abort_.load(std::memory_order_relaxed); }
 
+  // Polled from the decoding thread along with the abort flag (e.g. to notice Ctrl+C);
+  // returning true aborts the decode. Set it only while holding the model.
+  void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
+
  protected:
-  static bool abort_callback(void* engine) { return static_cast<Engine*>(engine)->abort_requested(); }
+  // ggml's abort callback (also called between prompt chunks).
+  static bool abort_callback(void* engine) {
+    auto* self = static_cast<Engine*>(engine);
+    if (self->abort_requested()) return true;
+    if (self->interrupt_check_ && self->interrupt_check_()) {
+      self->request_abort();
+      return true;
+    }
+    return false;
+  }
 
  private:
   std::atomic<bool> abort_{false};
+  std::function<bool()> interrupt_check_;
+};
+
+// Installs an interrupt check for one scope (the caller holds the model throughout).
+class ScopedInterruptCheck {
+ public:
+  ScopedInterruptCheck(Engine& engine, std::function<bool()> check) : engine_(engine) {
+    engine_.set_interrupt_check(std::move(check));
+  }
+  ~ScopedInterruptCheck() { engine_.set_interrupt_check(nullptr); }
+  ScopedInterruptCheck(const ScopedInterruptCheck&) = delete;
+  ScopedInterruptCheck& operator=(const ScopedInterruptCheck&) = delete;
+
+ private:
+  Engine& engine_;
 };
 
 }  // namespace bitnet::engine

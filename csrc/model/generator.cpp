@@ -105,6 +105,7 @@ Generator::Generator(Model& model, ModelLease lease, std::vector<int32_t> prompt
 }
 
 Generator::~Generator() {
+  finish("abort");  // no-op when it already finished
   if (sampler_ != nullptr) llama_sampler_free(sampler_);
 }
 
@@ -179,16 +180,25 @@ void Generator::finish(const char* reason) {
   if (finished_) return;
   finished_ = true;
   stats_.finish_reason = reason;
+  model_.engine_->set_interrupt_check(nullptr);
   lease_.release();
 }
 
 std::string Generator::step() {
   if (finished_) return "";
+  // Installed while this generator holds the model; finish() removes it before letting go.
+  model_.engine_->set_interrupt_check(interrupt_check_);
+  std::string out = advance();
+  if (!finished_) model_.engine_->set_interrupt_check(nullptr);
+  return out;
+}
+
+std::string Generator::advance() {
+  engine::Engine& engine = *model_.engine_;
   if (!prefilled_) {
     prefill();
     if (finished_) return "";
   }
-  engine::Engine& engine = *model_.engine_;
   std::vector<int32_t>& cached = model_.cached_tokens_;
   if (static_cast<int>(stats_.tokens.size()) >= params_.max_tokens || static_cast<int>(cached.size()) >= engine.n_ctx()) {
     std::string out = take_final_text(true);

@@ -75,7 +75,11 @@ class Generator {
   // Ends the generation now (finish_reason "abort" when it was still running) and unlocks.
   void finish_early();
 
+  // Polled during decodes while this generator steps (see Engine::set_interrupt_check).
+  void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
+
  private:
+  std::string advance();  // one step's work; step() wraps it
   void prefill();
   int32_t sample();
   std::string take_final_text(bool flush);
@@ -92,6 +96,7 @@ class Generator {
   std::string text_;           // decoded text not yet emitted (held back for stop strings)
   std::string final_text_;     // everything emitted
   GenerationStats stats_;
+  std::function<bool()> interrupt_check_;
   bool prefilled_ = false;
   bool finished_ = false;
 };

@@ -50,9 +50,11 @@ void ModelLease::release() {
 
 ModelLease Model::acquire() { return ModelLease(mutex_, owner_); }
 
-std::vector<float> Model::logits(const std::vector<int32_t>& tokens) {
+std::vector<float> Model::logits(const std::vector<int32_t>& tokens,
+                                 const std::function<bool()>& interrupt_check) {
   if (tokens.empty()) throw InvalidArgument("logits() needs at least one token");
   ModelLease lease = acquire();
+  engine::ScopedInterruptCheck check(*engine_, interrupt_check);
   std::vector<float> out(tokens.size() * static_cast<size_t>(engine_->n_vocab()));
   engine_->reset_abort();
   cached_tokens_.clear();

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,7 +33,8 @@ class Model {
   const Vocab& vocab() const { return *vocab_; }
 
   // Logits of every token of `tokens`, computed from an empty cache: (n_tokens, n_vocab).
-  std::vector<float> logits(const std::vector<int32_t>& tokens);
+  std::vector<float> logits(const std::vector<int32_t>& tokens,
+                            const std::function<bool()>& interrupt_check = nullptr);
 
   // Starts a generation; it holds the model until it finishes or is destroyed.
   std::unique_ptr<Generator> start(std::vector<int32_t> prompt, SamplingParams params);

@@ -239,21 +239,7 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
 }
 
 bool BitNetEngine::decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
-  if (n_tokens <= 0) throw InvalidArgument("decode needs at least one token");
-  if (pos0 < 0 || pos0 > n_cached_) {
-    throw InvalidArgument("decode position " + std::to_string(pos0) + " is past the " + std::to_string(n_cached_) +
-                          " cached positions");
-  }
-  if (pos0 + n_tokens > config_.n_ctx) {
-    throw InvalidArgument(std::to_string(pos0 + n_tokens) + " tokens do not fit in the context of " +
-                          std::to_string(config_.n_ctx) + " (n_ctx)");
-  }
-  for (int i = 0; i < n_tokens; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= hp_.n_vocab) {
-      throw InvalidArgument("token id " + std::to_string(tokens[i]) + " is outside the vocabulary [0, " +
-                            std::to_string(hp_.n_vocab) + ")");
-    }
-  }
+  check_decode_args(tokens, n_tokens, pos0, n_cached_);
   n_cached_ = pos0;
   for (int done = 0; done < n_tokens;) {
     const int chunk = std::min(config_.n_batch, n_tokens - done);

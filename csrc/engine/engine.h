@@ -47,6 +47,10 @@ class Engine {
   void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
 
  protected:
+  // Throws InvalidArgument unless decode(tokens, n_tokens, pos0) fits an engine holding
+  // n_cached positions.
+  void check_decode_args(const int32_t* tokens, int n_tokens, int pos0, int n_cached) const;
+
   // ggml's abort callback (also called between prompt chunks).
   static bool abort_callback(void* engine) {
     auto* self = static_cast<Engine*>(engine);

@@ -46,21 +46,7 @@ LlamaEngine::LlamaEngine(const std::string& path, const EngineConfig& config)
 LlamaEngine::~LlamaEngine() { llama_free(ctx_); }
 
 bool LlamaEngine::decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
-  if (n_tokens <= 0) throw InvalidArgument("decode needs at least one token");
-  if (pos0 < 0 || pos0 > n_cached_) {
-    throw InvalidArgument("decode position " + std::to_string(pos0) + " is past the " + std::to_string(n_cached_) +
-                          " cached positions");
-  }
-  if (pos0 + n_tokens > config_.n_ctx) {
-    throw InvalidArgument(std::to_string(pos0 + n_tokens) + " tokens do not fit in the context of " +
-                          std::to_string(config_.n_ctx) + " (n_ctx)");
-  }
-  for (int i = 0; i < n_tokens; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= n_vocab_) {
-      throw InvalidArgument("token id " + std::to_string(tokens[i]) + " is outside the vocabulary [0, " +
-                            std::to_string(n_vocab_) + ")");
-    }
-  }
+  check_decode_args(tokens, n_tokens, pos0, n_cached_);
   trim_cache(pos0);
   llama_batch batch = llama_batch_init(config_.n_batch, 0, 1);
   bool ok = true;

@@ -22,10 +22,9 @@ bool is_bitnet_arch(const std::string& arch) {
   return arch == "bitnet" || arch == "bitnet-b1.58" || arch == "bitnet-25";
 }
 
-BitNetEngine::BitNetEngine(const std::string& path, const EngineConfig& config) : config_(config) {
-  ggml_context* meta = nullptr;
-  gguf_ = open_gguf(path, &meta);
-  weights_ctx_ = meta;
+BitNetEngine::BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_context_ptr tensors,
+                           const EngineConfig& config)
+    : config_(config), gguf_(std::move(gguf)), weights_ctx_(std::move(tensors)) {
   load_hparams(path);
   if (config_.n_ctx < 1) throw InvalidArgument("n_ctx must be >= 1");
   if (config_.n_batch < 1) throw InvalidArgument("n_batch must be >= 1");
@@ -37,12 +36,6 @@ BitNetEngine::BitNetEngine(const std::string& path, const EngineConfig& config) 
   allocate_cache();
   galloc_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
   graph_arena_.resize(ggml_tensor_overhead() * kMaxGraphNodes + ggml_graph_overhead_custom(kMaxGraphNodes, false));
-}
-
-BitNetEngine::~BitNetEngine() {
-  // Tensor descriptions reference the weight buffer, which references the file mapping.
-  weights_buf_.reset();
-  if (weights_ctx_ != nullptr) ggml_free(weights_ctx_);
 }
 
 void BitNetEngine::load_hparams(const std::string& path) {
@@ -93,7 +86,7 @@ void BitNetEngine::bind_weights(const std::string& path) {
   const size_t data_offset = gguf_get_data_offset(g);
   const int64_t n_tensors = gguf_get_n_tensors(g);
   for (int64_t i = 0; i < n_tensors; ++i) {
-    ggml_tensor* t = ggml_get_tensor(weights_ctx_, gguf_get_tensor_name(g, i));
+    ggml_tensor* t = ggml_get_tensor(weights_ctx_.get(), gguf_get_tensor_name(g, i));
     const size_t end = data_offset + gguf_get_tensor_offset(g, i) + ggml_nbytes(t);
     if (end > file_->size()) {
       throw ModelLoadError("'" + path + "' is truncated: tensor '" + ggml_get_name(t) + "' ends at byte " +
@@ -103,12 +96,12 @@ void BitNetEngine::bind_weights(const std::string& path) {
   }
   weights_buf_.reset(ggml_backend_cpu_buffer_from_ptr(file_->mutable_data(), file_->size()));
   for (int64_t i = 0; i < n_tensors; ++i) {
-    ggml_tensor* t = ggml_get_tensor(weights_ctx_, gguf_get_tensor_name(g, i));
+    ggml_tensor* t = ggml_get_tensor(weights_ctx_.get(), gguf_get_tensor_name(g, i));
     ggml_backend_tensor_alloc(weights_buf_.get(), t, file_->mutable_data() + data_offset + gguf_get_tensor_offset(g, i));
   }
 
   auto find = [&](const std::string& name, int64_t ne0, int64_t ne1, bool required) -> ggml_tensor* {
-    ggml_tensor* t = ggml_get_tensor(weights_ctx_, name.c_str());
+    ggml_tensor* t = ggml_get_tensor(weights_ctx_.get(), name.c_str());
     if (t == nullptr) {
       if (required) throw ModelLoadError("'" + path + "' lacks tensor '" + name + "'");
       return nullptr;
@@ -122,7 +115,7 @@ void BitNetEngine::bind_weights(const std::string& path) {
     return t;
   };
 
-  ggml_tensor* embd = ggml_get_tensor(weights_ctx_, "token_embd.weight");
+  ggml_tensor* embd = ggml_get_tensor(weights_ctx_.get(), "token_embd.weight");
   if (embd == nullptr) throw ModelLoadError("'" + path + "' lacks tensor 'token_embd.weight'");
   hp_.n_vocab = static_cast<int>(embd->ne[1]);
   tok_embd_ = find("token_embd.weight", hp_.n_embd, hp_.n_vocab, true);

@@ -37,8 +37,8 @@ bool is_bitnet_arch(const std::string& arch);
 
 class BitNetEngine final : public Engine {
  public:
-  BitNetEngine(const std::string& path, const EngineConfig& config);
-  ~BitNetEngine() override;
+  // `gguf` and `tensors` are the file's open_gguf() tables (passed in so the file is parsed once).
+  BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_context_ptr tensors, const EngineConfig& config);
 
   const char* name() const override { return "bitnet"; }
   int n_vocab() const override { return hp_.n_vocab; }
@@ -81,9 +81,11 @@ class BitNetEngine final : public Engine {
 
   EngineConfig config_;
   BitNetHParams hp_;
+  // Declared in dependency order: members are destroyed bottom-up, the buffer before the
+  // tensor descriptions that point into it, both before the file mapping.
   std::unique_ptr<MappedFile> file_;
   gguf_context_ptr gguf_;
-  ggml_context* weights_ctx_ = nullptr;  // owned; tensor descriptions pointing into file_
+  ggml_context_ptr weights_ctx_;  // tensor descriptions pointing into file_
   ggml_backend_buffer_ptr weights_buf_;
   ggml_context_ptr cache_ctx_;
   ggml_backend_buffer_ptr cache_buf_;

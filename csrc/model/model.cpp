@@ -8,16 +8,14 @@
 namespace bitnet::model {
 
 Model::Model(const std::string& path, const ModelOptions& options) : path_(path) {
-  {
-    ggml_context* meta = nullptr;
-    gguf_context_ptr g = open_gguf(path, &meta);
-    ggml_free(meta);
-    architecture_ = gguf_string(g.get(), "general.architecture", "");
-  }
+  ggml_context* tensors = nullptr;
+  gguf_context_ptr gguf = open_gguf(path, &tensors);
+  ggml_context_ptr tensors_owner(tensors);
+  architecture_ = gguf_string(gguf.get(), "general.architecture", "");
   std::string kind = options.engine;
   if (kind == "auto") kind = engine::is_bitnet_arch(architecture_) ? "bitnet" : "llama";
   if (kind == "bitnet") {
-    engine_ = std::make_unique<engine::BitNetEngine>(path, options.config);
+    engine_ = std::make_unique<engine::BitNetEngine>(path, std::move(gguf), std::move(tensors_owner), options.config);
     vocab_ = std::make_unique<Vocab>(engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap));
   } else if (kind == "llama") {
     auto llama = std::make_unique<engine::LlamaEngine>(path, options.config);

@@ -96,3 +96,17 @@ def test_last_token_path_matches_all_logits(tiny_relu2):
             tokens = model.tokenize(text)
             want = int(np.argmax(model.logits(tokens)[-1]))
             assert model.generate(tokens, max_tokens=1, temperature=0).tokens == [want]
+
+
+def test_llama_architecture_file_runs_on_libllama(tmp_path: Path):
+    """engine='auto' hands other architectures to libllama; its logits match the reference."""
+    path = generate_model(tmp_path / "llama.gguf", architecture="llama", activation="silu", seed=6)
+    with bitnet.Model(path, n_ctx=256) as model:
+        assert (model.architecture, model.engine) == ("llama", "llama")
+        tokens = model.tokenize(PROMPT)
+        got = model.logits(tokens)
+        assert model.generate("Hello", max_tokens=4, temperature=0).usage.completion_tokens >= 1
+    shape = SHAPES["tiny"]
+    weights = synthetic_weights(shape, build_vocabulary(), seed=6, sub_norms=False)
+    want = ReferenceModel(shape, weights, "silu", rope="normal").logits(tokens)
+    assert rel_l2(got, want) < REL_L2_TOLERANCE

@@ -20,14 +20,26 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
 
 
-def _rope_neox(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
-    """x: (tokens, heads, head_dim); NEOX pairs element i with element i + head_dim/2."""
+def _rope(x: np.ndarray, positions: np.ndarray, base: float, neox: bool) -> np.ndarray:
+    """x: (tokens, heads, head_dim). Rotates pairs of elements by position-dependent angles.
+
+    NEOX pairs element i with element i + head_dim/2 (BitNet); the original (llama) form pairs
+    elements 2i and 2i+1.
+    """
     half = x.shape[-1] // 2
     inv_freq = base ** (-np.arange(half, dtype=np.float64) * 2.0 / x.shape[-1])
     angles = positions[:, None].astype(np.float64) * inv_freq[None, :]  # (tokens, half)
     cos, sin = np.cos(angles)[:, None, :], np.sin(angles)[:, None, :]
-    first, second = x[..., :half], x[..., half:]
-    return np.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
+    if neox:
+        first, second = x[..., :half], x[..., half:]
+    else:
+        first, second = x[..., 0::2], x[..., 1::2]
+    rotated_first, rotated_second = first * cos - second * sin, first * sin + second * cos
+    if neox:
+        return np.concatenate([rotated_first, rotated_second], axis=-1)
+    out = np.empty_like(x, dtype=np.float64)
+    out[..., 0::2], out[..., 1::2] = rotated_first, rotated_second
+    return out
 
 
 class ReferenceModel:
@@ -38,9 +50,13 @@ class ReferenceModel:
         shape: ModelShape,
         weights: Iterable[tuple[str, TernaryWeight | np.ndarray]],
         activation: str,
+        rope: str = "neox",
     ) -> None:
+        if rope not in ("neox", "normal"):
+            raise ValueError(f"rope must be 'neox' or 'normal', got {rope!r}")
         self.shape = shape
         self.activation = activation
+        self.neox = rope == "neox"
         self.w: dict[str, np.ndarray] = {}
         for name, value in weights:
             dense = value.dense() if isinstance(value, TernaryWeight) else value
@@ -63,12 +79,10 @@ class ReferenceModel:
         for il in range(s.n_layer):
             p = f"blk.{il}."
             h = _rms_norm(x, w[p + "attn_norm.weight"], eps)
-            q = _rope_neox(
-                (h @ w[p + "attn_q.weight"].T).reshape(n, s.n_head, hd), pos, s.rope_freq_base
-            )
-            k = _rope_neox(
-                (h @ w[p + "attn_k.weight"].T).reshape(n, s.n_head_kv, hd), pos, s.rope_freq_base
-            )
+            q = (h @ w[p + "attn_q.weight"].T).reshape(n, s.n_head, hd)
+            k = (h @ w[p + "attn_k.weight"].T).reshape(n, s.n_head_kv, hd)
+            q = _rope(q, pos, s.rope_freq_base, self.neox)
+            k = _rope(k, pos, s.rope_freq_base, self.neox)
             v = (h @ w[p + "attn_v.weight"].T).reshape(n, s.n_head_kv, hd)
             heads = []
             for head in range(s.n_head):

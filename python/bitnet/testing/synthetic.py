@@ -98,9 +98,17 @@ def _embedding(rng: np.random.Generator, vocab: Vocabulary, n_embd: int) -> np.n
 
 
 def synthetic_weights(
-    shape: ModelShape, vocab: Vocabulary, seed: int = 0, tied: bool = True
+    shape: ModelShape,
+    vocab: Vocabulary,
+    seed: int = 0,
+    tied: bool = True,
+    sub_norms: bool = True,
 ) -> Iterator[tuple[str, TernaryWeight | np.ndarray]]:
-    """Yields (GGUF tensor name, weight) in file order; the same seed gives the same weights."""
+    """Yields (GGUF tensor name, weight) in file order; the same seed gives the same weights.
+
+    ``sub_norms=False`` leaves out ``attn_sub_norm``/``ffn_sub_norm``, as in llama-architecture
+    ternary models (Falcon3-1.58bit, Llama3-8B-1.58).
+    """
     rng = np.random.default_rng(seed)
     yield "token_embd.weight", _embedding(rng, vocab, shape.n_embd)
     yield "output_norm.weight", _norm(rng, shape.n_embd)
@@ -113,12 +121,14 @@ def synthetic_weights(
         yield p + "attn_q.weight", _ternary(rng, shape.n_embd, shape.n_embd)
         yield p + "attn_k.weight", _ternary(rng, n_embd_kv, shape.n_embd)
         yield p + "attn_v.weight", _ternary(rng, n_embd_kv, shape.n_embd)
-        yield p + "attn_sub_norm.weight", _norm(rng, shape.n_embd)
+        if sub_norms:
+            yield p + "attn_sub_norm.weight", _norm(rng, shape.n_embd)
         yield p + "attn_output.weight", _ternary(rng, shape.n_embd, shape.n_embd)
         yield p + "ffn_norm.weight", _norm(rng, shape.n_embd)
         yield p + "ffn_gate.weight", _ternary(rng, shape.n_ff, shape.n_embd)
         yield p + "ffn_up.weight", _ternary(rng, shape.n_ff, shape.n_embd)
-        yield p + "ffn_sub_norm.weight", _norm(rng, shape.n_ff)
+        if sub_norms:
+            yield p + "ffn_sub_norm.weight", _norm(rng, shape.n_ff)
         yield p + "ffn_down.weight", _ternary(rng, shape.n_embd, shape.n_ff)
 
 
@@ -133,6 +143,7 @@ def generate_model(
     chat_template: bool = True,
     eos_token_id: int | None = None,
     n_layer: int | None = None,
+    architecture: Literal["bitnet", "llama"] = "bitnet",
 ) -> Path:
     """Write a BitNet GGUF (arch ``bitnet``, the project's own format) with random weights.
 
@@ -147,6 +158,8 @@ def generate_model(
         chat_template: store BitNet's chat template in ``tokenizer.chat_template``.
         eos_token_id: declare another token as EOS (tests of end-of-generation handling).
         n_layer: override the number of layers (smaller benchmark files).
+        architecture: ``"llama"`` writes a llama-architecture ternary model instead (no
+            sub-norms, SiLU, llama's interleaved RoPE), which libllama runs (engine "llama").
     """
     import gguf
 
@@ -169,7 +182,11 @@ def generate_model(
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    arch = "bitnet"
+    if architecture not in ("bitnet", "llama"):
+        raise ValueError(f"architecture must be 'bitnet' or 'llama', got {architecture!r}")
+    if architecture == "llama" and activation != "silu":
+        raise ValueError("llama-architecture models use SiLU: pass activation='silu'")
+    arch = architecture
     writer = gguf.GGUFWriter(str(tmp), arch)
     writer.add_name(
         f"bitnet-synthetic-{'custom' if shape not in SHAPES.values() else _shape_name(shape)}"
@@ -189,7 +206,8 @@ def generate_model(
     writer.add_rope_dimension_count(shape.head_dim)
     writer.add_rope_freq_base(shape.rope_freq_base)
     writer.add_layer_norm_rms_eps(shape.rms_eps)
-    writer.add_string(f"{arch}.hidden_activation", activation)
+    if arch == "bitnet":
+        writer.add_string(f"{arch}.hidden_activation", activation)
 
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("llama-bpe")
@@ -203,7 +221,8 @@ def generate_model(
     if chat_template:
         writer.add_chat_template(BITNET_CHAT_TEMPLATE)
 
-    for name, weight in synthetic_weights(shape, vocab, seed=seed, tied=tied):
+    weights = synthetic_weights(shape, vocab, seed=seed, tied=tied, sub_norms=arch == "bitnet")
+    for name, weight in weights:
         if isinstance(weight, TernaryWeight):
             packed = gguf.quants.quantize(weight.dense(), qtype)
             writer.add_tensor(name, packed, raw_dtype=qtype)

@@ -111,6 +111,8 @@ void register_model(py::module_& m) {
           },
           py::arg("on_text") = py::none(),
           "Generate to the end; on_text(piece) gets each piece and returns True to stop.")
+      .def("cancel", &Generator::cancel,
+           "End the generation from any thread (finish_reason 'abort'), even before it starts.")
       .def("close", &Generator::finish_early, py::call_guard<py::gil_scoped_release>(),
            "End now (finish_reason 'abort' if it was running) and release the model.")
       .def_property_readonly("done", &Generator::done)

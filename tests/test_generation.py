@@ -330,3 +330,34 @@ def test_ctrl_c_interrupts_native_work(tiny_relu2):
         assert "interrupted" in line, proc.stdout
         assert float(line.split()[-1]) < 0.9, proc.stdout  # well before the work would end
     assert "usable 2" in proc.stdout
+
+
+def test_stream_result_and_cancel(tiny_model):
+    stream = tiny_model.stream("Hello", max_tokens=6, temperature=0)
+    assert stream.result is None
+    text = "".join(stream)
+    assert stream.result is not None and stream.result.text == text
+    assert stream.result.finish_reason in ("stop", "length")
+
+    cancelled = tiny_model.stream("Hello", max_tokens=50, temperature=0)
+    cancelled.cancel()  # before the first step: nothing is generated
+    assert list(cancelled) == []
+    assert cancelled.result.finish_reason == "abort"
+    assert tiny_model.generate("Hi", max_tokens=2, temperature=0).usage.completion_tokens >= 1
+
+
+def test_cancel_from_another_thread_stops_a_long_prompt(tiny_relu2):
+    with bitnet.Model(tiny_relu2, n_ctx=4096, n_batch=32, n_threads=1) as m:
+        prompt = m.tokenize("the cat sat on the mat " * 400)[:4000]
+        t0 = time.perf_counter()
+        m.logits(prompt[:3000])
+        full = time.perf_counter() - t0
+        stream = m.stream(prompt[1:3001], max_tokens=10)
+        timer = threading.Timer(full / 4, stream.cancel)
+        timer.start()
+        t0 = time.perf_counter()
+        assert list(stream) == []
+        elapsed = time.perf_counter() - t0
+        timer.join()
+    assert stream.result.finish_reason == "abort"
+    assert elapsed < full * 0.9

@@ -187,7 +187,9 @@ void Generator::finish(const char* reason) {
 std::string Generator::step() {
   if (finished_) return "";
   // Installed while this generator holds the model; finish() removes it before letting go.
-  model_.engine_->set_interrupt_check(interrupt_check_);
+  model_.engine_->set_interrupt_check([this] {
+    return cancelled_.load(std::memory_order_relaxed) || (interrupt_check_ && interrupt_check_());
+  });
   std::string out = advance();
   if (!finished_) model_.engine_->set_interrupt_check(nullptr);
   return out;
@@ -205,7 +207,7 @@ std::string Generator::advance() {
     finish("length");
     return out;
   }
-  if (engine.abort_requested()) {
+  if (engine.abort_requested() || cancelled_.load(std::memory_order_relaxed)) {
     std::string out = take_final_text(true);
     finish("abort");
     return out;

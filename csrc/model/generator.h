@@ -75,6 +75,10 @@ class Generator {
   // Ends the generation now (finish_reason "abort" when it was still running) and unlocks.
   void finish_early();
 
+  // Safe from any thread, also before the first step: the generation ends with finish_reason
+  // "abort" at the next graph node of its current decode (or at its next step).
+  void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
+
   // Polled during decodes while this generator steps (see Engine::set_interrupt_check).
   void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
 
@@ -97,6 +101,7 @@ class Generator {
   std::string final_text_;     // everything emitted
   GenerationStats stats_;
   std::function<bool()> interrupt_check_;
+  std::atomic<bool> cancelled_{false};
   bool prefilled_ = false;
   bool finished_ = false;
 };

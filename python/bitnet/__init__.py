@@ -12,7 +12,7 @@ import logging
 from ._native import _core
 from .chat import BUILTIN_CHAT_TEMPLATE
 from .errors import BitNetError, EngineError, ModelLoadError, NativeExtensionError
-from .model import GenerationResult, Model, Timings, Usage
+from .model import GenerationResult, Model, TextStream, Timings, Usage
 
 __version__: str = _core.__version__
 
@@ -33,6 +33,7 @@ __all__ = [
     "Model",
     "ModelLoadError",
     "NativeExtensionError",
+    "TextStream",
     "Timings",
     "Usage",
     "__version__",

@@ -14,7 +14,7 @@ from ._native import _core
 from .chat import render_chat
 from .errors import EngineError, ModelLoadError
 
-__all__ = ["GenerationResult", "Model", "Timings", "Usage"]
+__all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage"]
 
 FinishReason = Literal["stop", "length", "abort"]
 Prompt = str | Sequence[int]
@@ -257,22 +257,23 @@ class Model:
         repeat_penalty: float = 1.0,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Like :meth:`generate`, yielding text pieces as they become final.
 
         Pieces are whole UTF-8 characters; text that could be the start of a stop string is
-        held back until it is known not to be one. Breaking out of the loop ends the generation.
+        held back until it is known not to be one. Breaking out of the loop ends the generation;
+        the returned :class:`TextStream` also has ``result`` and a thread-safe ``cancel()``.
         """
         gen = self._start(
             prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed
         )
-        return _pieces(gen)
+        return TextStream(gen)
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> GenerationResult:
         """Generate the assistant's reply to ``messages`` (``[{"role": ..., "content": ...}]``)."""
         return self.generate(self._chat_prompt(messages), **kwargs)
 
-    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> Iterator[str]:
+    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> TextStream:
         """Stream the assistant's reply to ``messages``."""
         return self.stream(self._chat_prompt(messages), **kwargs)
 
@@ -385,14 +386,51 @@ def _seed(seed: object) -> int:
     return int(seed) & 0xFFFFFFFF
 
 
-def _pieces(gen: Any) -> Iterator[str]:
-    try:
-        while not gen.done:
-            piece = gen.step()
-            if piece:
-                yield piece
-    finally:
-        gen.close()
+class TextStream(Iterator[str]):
+    """What :meth:`Model.stream` returns: an iterator of text pieces.
+
+    ``result`` holds the :class:`GenerationResult` once the stream has ended; ``cancel()`` may be
+    called from any thread (also before iteration starts) and ends it with finish_reason
+    ``"abort"`` within one graph node. Leaving the loop early, ``close()`` or dropping the stream
+    releases the model.
+    """
+
+    def __init__(self, generator: Any) -> None:
+        self._gen = generator
+
+    def __iter__(self) -> TextStream:
+        return self
+
+    def __next__(self) -> str:
+        gen = self._gen
+        try:
+            while not gen.done:
+                piece = gen.step()
+                if piece:
+                    return piece
+        except BaseException:
+            gen.close()
+            raise
+        raise StopIteration
+
+    def cancel(self) -> None:
+        """End the generation from any thread (finish_reason "abort")."""
+        self._gen.cancel()
+
+    def close(self) -> None:
+        """End the generation now and release the model."""
+        self._gen.close()
+
+    @property
+    def result(self) -> GenerationResult | None:
+        """The whole generation's result once it has ended, else None."""
+        return _result(self._gen) if self._gen.done else None
+
+    def __enter__(self) -> TextStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _result(gen: Any) -> GenerationResult:

@@ -22,9 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
 import bitnet
+from bitnet.bench import generation_speed, prompt_speed, random_prompts
 from bitnet.testing import generate_model
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / ".models" / "bitnet-2b4t-tq2_0.gguf"
@@ -40,12 +39,6 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def random_prompts(length: int, count: int, seed: int = 0) -> list[list[int]]:
-    rng = np.random.default_rng(seed)
-    # Ordinary (non-special) ids; a different first token each time defeats prefix caching.
-    return [rng.integers(256, 5000, size=length).tolist() for _ in range(count)]
-
-
 class BitNetRunner:
     """bitnet.Model; the engine's own timings exclude sampling and Python."""
 
@@ -56,12 +49,10 @@ class BitNetRunner:
         self.model.generate([300, 301], max_tokens=2, temperature=0)  # page the weights in
 
     def pp(self, prompt: list[int]) -> float:
-        r = self.model.generate(prompt, max_tokens=0, temperature=0)
-        return r.timings.prompt_tokens_evaluated / (r.timings.prompt_ms / 1000)
+        return prompt_speed(self.model, prompt)
 
     def tg(self, prompt: list[int], n: int) -> float:
-        r = self.model.generate(prompt[:2], max_tokens=n + 1, temperature=0)
-        return r.timings.generation_decodes / (r.timings.generation_ms / 1000)
+        return generation_speed(self.model, prompt, n)
 
     def close(self) -> None:
         self.model.close()

@@ -96,6 +96,35 @@ void register_gguf(py::module_& m) {
         return out;
       },
       py::arg("path"), "Key/value metadata of a GGUF file (arrays as lists); no tensor data is read.");
+
+  m.def(
+      "read_tensor_info",
+      [](const std::string& path) {
+        ggml_context* tensors = nullptr;
+        gguf_context_ptr ctx;
+        {
+          py::gil_scoped_release release;  // file parsing touches no Python object
+          ctx = open_gguf(path, &tensors);
+        }
+        ggml_context_ptr tensors_owner(tensors);
+        const size_t data_offset = gguf_get_data_offset(ctx.get());
+        py::list out;
+        for (int64_t i = 0; i < gguf_get_n_tensors(ctx.get()); ++i) {
+          const ggml_tensor* t = ggml_get_tensor(tensors, gguf_get_tensor_name(ctx.get(), i));
+          py::list shape;
+          for (int d = 0; d < ggml_n_dims(t); ++d) shape.append(t->ne[d]);
+          py::dict info;
+          info["name"] = ggml_get_name(t);
+          info["type"] = ggml_type_name(t->type);
+          info["shape"] = shape;
+          info["offset"] = data_offset + gguf_get_tensor_offset(ctx.get(), i);
+          info["nbytes"] = ggml_nbytes(t);
+          out.append(info);
+        }
+        return out;
+      },
+      py::arg("path"),
+      "The tensor table of a GGUF file: name, ggml type, shape (ggml order), absolute offset, size.");
 }
 
 }  // namespace bitnet

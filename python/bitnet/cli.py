@@ -1,41 +1,161 @@
-"""The ``bitnet`` command line (also ``python -m bitnet``)."""
+"""The ``bitnet`` command line (also ``python -m bitnet`` and ``run_inference.py``).
+
+Exit codes: 0 success; 1 engine or runtime failure; 2 bad arguments; 3 model file problem;
+4 unsupported CPU; 5 a dry run or diagnostics found problems; 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "build_parser", "main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_CPU, EXIT_PROBLEMS, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+    130,
+)
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_ERROR: "engine or runtime failure",
+    EXIT_USAGE: "bad arguments or values",
+    EXIT_MODEL: "model file missing, unreadable, truncated or unsupported",
+    EXIT_CPU: "this CPU lacks an instruction set the native libraries need",
+    EXIT_PROBLEMS: "a dry run or diagnostics found problems",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+_EPILOG = "exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
 
 
-def _generate_model(args: argparse.Namespace) -> int:
-    from .testing import generate_model
+def _threads(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {value!r}") from None
 
-    t0 = time.perf_counter()
-    path = generate_model(
-        args.path,
-        shape=args.shape,
-        activation=args.activation,
-        ternary_type=args.type,
-        seed=args.seed,
-        tied=not args.untied,
-        n_layer=args.layers,
+
+def _add_runtime_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
+    p.add_argument("-m", "--model", required=model_required, help="GGUF model file")
+    p.add_argument(
+        "-t",
+        "--threads",
+        type=_threads,
+        default="auto",
+        help="generation threads: 'auto' (one per usable physical core) or N",
     )
-    size = path.stat().st_size
-    print(
-        f"wrote {path} ({size / 2**20:.1f} MiB, {args.shape}, {args.activation}, {args.type}) "
-        f"in {time.perf_counter() - t0:.1f} s"
+    p.add_argument(
+        "--threads-batch",
+        type=_threads,
+        default=None,
+        help="prompt-processing threads (default: as --threads)",
     )
-    return 0
+    p.add_argument("-c", "--ctx-size", type=int, default=4096, help="context size (default 4096)")
+    p.add_argument(
+        "-b",
+        "--batch-size",
+        type=int,
+        default=512,
+        help="most prompt tokens per step (default 512)",
+    )
+    p.add_argument(
+        "--engine",
+        choices=["auto", "bitnet", "llama"],
+        default="auto",
+        help="auto: BitNetEngine for BitNet architectures, libllama for the rest",
+    )
+    p.add_argument("--sha256", default=None, help="expected sha256 of the model file")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="stderr logs and events as text or as JSON lines",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log events and native messages")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bitnet", description="Run BitNet b1.58 ternary language models on CPU."
+        prog="bitnet",
+        description="Run BitNet b1.58 ternary language models on CPU.",
+        epilog=_EPILOG,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="generate text from a prompt (or chat with --conversation)",
+        description="Generate text, streamed to the terminal as it comes.",
+        epilog=_EPILOG,
+    )
+    _add_runtime_args(run, model_required=True)
+    run.add_argument("-p", "--prompt", help="the prompt (with --conversation: a first message)")
+    run.add_argument("-n", "--n-predict", type=int, default=128, help="most tokens to generate")
+    run.add_argument("--temperature", "--temp", type=float, default=0.8, help="0 is greedy")
+    run.add_argument("--top-p", type=float, default=0.95)
+    run.add_argument("--top-k", type=int, default=40)
+    run.add_argument("--min-p", type=float, default=0.05)
+    run.add_argument("--repeat-penalty", type=float, default=1.0)
+    run.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
+    run.add_argument("-s", "--seed", type=int, default=None, help="sampling seed")
+    run.add_argument(
+        "--conversation",
+        "-cnv",
+        action="store_true",
+        help="chat: read messages from stdin, one per line, until EOF",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="resolve and print the plan without loading weights"
+    )
+    run.add_argument("--diagnostics", action="store_true", help="print diagnostics")
+    run.add_argument("--json", action="store_true", help="machine-readable output")
+    run.set_defaults(func=_run)
+
+    diag = sub.add_parser(
+        "diagnose",
+        help="check this machine and a model file",
+        description="Report the build, CPU, memory, model file and problems.",
+        epilog=_EPILOG,
+    )
+    _add_runtime_args(diag, model_required=False)
+    diag.add_argument(
+        "--json", action="store_true", help="JSON output (schema bitnet.diagnostics/1)"
+    )
+    diag.set_defaults(func=_diagnose)
+
+    bench = sub.add_parser(
+        "bench",
+        help="quick prompt/generation tokens/s measurement",
+        description="Median pp/tg tokens/s of BitNetEngine on a model (or on a generated one).",
+    )
+    bench.add_argument("-m", "--model", default=None, help="GGUF file (default: generate one)")
+    bench.add_argument(
+        "--shape",
+        choices=["tiny", "2b4t"],
+        default="tiny",
+        help="shape of the generated model when --model is absent",
+    )
+    bench.add_argument("-t", "--threads", type=int, nargs="+", default=[1, 2])
+    bench.add_argument("-p", "--n-prompt", type=int, default=128)
+    bench.add_argument("-n", "--n-gen", type=int, default=64)
+    bench.add_argument("-r", "--repeats", type=int, default=3)
+    bench.add_argument("--engine", choices=["auto", "bitnet", "llama"], default="auto")
+    bench.add_argument("--json", action="store_true")
+    bench.set_defaults(func=_bench)
+
     gen = sub.add_parser(
         "generate-model",
         help="write a BitNet GGUF with random ternary weights (for tests and benchmarks)",
@@ -73,13 +193,283 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- commands --------------------------------------------------------------------------------
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    from .events import JsonLinesFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    if args.log_format == "json":
+        handler.setFormatter(JsonLinesFormatter())
+        level = logging.DEBUG if args.verbose else logging.INFO
+    else:
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        level = logging.DEBUG if args.verbose else logging.WARNING
+    root = logging.getLogger("bitnet")
+    root.addHandler(handler)
+    root.setLevel(level)
+    # Native lines are chatty: only with --verbose.
+    logging.getLogger("bitnet.native").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
+
+
+def _runtime(args: argparse.Namespace) -> Any:
+    from .runtime import BitNetRuntime
+
+    return BitNetRuntime(
+        args.model,
+        threads=args.threads,
+        threads_batch=args.threads_batch,
+        n_ctx=args.ctx_size,
+        n_batch=args.batch_size,
+        engine=args.engine,
+        sha256=args.sha256,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    _setup_logging(args)
+    runtime = _runtime(args)
+    if args.dry_run or args.diagnostics:
+        run_args = {
+            "prompt": args.prompt,
+            "n_predict": args.n_predict,
+            "temperature": args.temperature,
+            "seed": args.seed,
+        }
+        return _report(
+            runtime, run_args, dry_run=args.dry_run, diagnostics=args.diagnostics, as_json=args.json
+        )
+    if args.prompt is None and not args.conversation:
+        raise ValueError("--prompt is required (or use --conversation, --dry-run, --diagnostics)")
+    sampling = dict(
+        max_tokens=args.n_predict,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repeat_penalty=args.repeat_penalty,
+        stop=args.stop,
+        seed=args.seed,
+    )
+    from .model import validate_sampling
+
+    validate_sampling(**{k: v for k, v in sampling.items() if k != "seed"})
+    model = runtime.load(seed=args.seed)
+    try:
+        if args.conversation:
+            return _conversation(model, args.prompt, sampling)
+        if args.json:
+            result = runtime.generate(model, args.prompt, **sampling)
+            print(json.dumps(_result_dict(result), ensure_ascii=False))
+            return EXIT_OK
+        return _stream_to_terminal(model, args.prompt, sampling)
+    finally:
+        model.close()
+
+
+def _stream_to_terminal(model: Any, prompt: Any, sampling: dict[str, Any]) -> int:
+    from .runtime import run_generation
+
+    stream = model.stream(prompt, **sampling)
+
+    def consume() -> Any:
+        for piece in stream:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        return stream.result
+
+    try:
+        run_generation(model, consume, sampling)
+    except KeyboardInterrupt:
+        stream.close()
+        sys.stdout.write("\n")
+        print("[interrupted]", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    sys.stdout.write("\n")
+    return EXIT_OK
+
+
+def _conversation(model: Any, first: str | None, sampling: dict[str, Any]) -> int:
+    """A chat on stdin/stdout. Ctrl-C stops the reply being written; at the prompt it exits."""
+    messages: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    pending = [first] if first else []
+    while True:
+        if pending:
+            line = pending.pop()
+        else:
+            try:
+                if interactive:
+                    sys.stdout.write("> ")
+                    sys.stdout.flush()
+                line = sys.stdin.readline()
+            except KeyboardInterrupt:
+                sys.stdout.write("\n")
+                return EXIT_INTERRUPTED
+            if not line:
+                return EXIT_OK
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+        messages.append({"role": "user", "content": line})
+        stream = model.stream_chat(messages, **sampling)
+        reply = []
+        try:
+            for piece in stream:
+                reply.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            stream.close()
+            sys.stdout.write(" [stopped]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _report(
+    runtime: Any, run_args: dict[str, Any], *, dry_run: bool, diagnostics: bool, as_json: bool
+) -> int:
+    from .errors import ModelLoadError
+    from .runtime import UnsupportedCPUError
+
+    out: dict[str, Any] = {}
+    ok = True
+    if diagnostics:
+        diag = runtime.diagnostics()
+        ok = diag.ok
+        out["diagnostics"] = diag.to_dict() if as_json else str(diag)
+    if dry_run:
+        try:
+            plan = runtime.dry_run(**run_args)
+            out["plan"] = plan.to_dict() if as_json else str(plan)
+        except (ModelLoadError, UnsupportedCPUError, ValueError) as exc:
+            ok = False
+            out["plan"] = {"error": str(exc)} if as_json else f"error: {exc}"
+    if as_json:
+        out["ok"] = ok
+        print(json.dumps(out, indent=2))
+    else:
+        print("\n\n".join(str(v) for v in out.values()))
+    return EXIT_OK if ok else EXIT_PROBLEMS
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from .runtime import diagnose
+
+    _setup_logging(args)
+    diag = diagnose(_runtime(args) if args.model else None)
+    print(diag.to_json() if args.json else diag)
+    return EXIT_OK if diag.ok else EXIT_PROBLEMS
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import speed_table_row
+    from .model import Model
+    from .testing import generate_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.model
+        if path is None:
+            path = generate_model(Path(tmp) / f"{args.shape}.gguf", shape=args.shape)
+        rows = []
+        for threads in args.threads:
+            with Model(
+                path,
+                n_ctx=args.n_prompt + args.n_gen + 8,
+                n_threads=threads,
+                n_threads_batch=threads,
+                engine=args.engine,
+            ) as model:
+                pp, tg = speed_table_row(model, args.n_prompt, args.n_gen, args.repeats)
+                rows.append(
+                    {
+                        "threads": threads,
+                        "engine": model.engine,
+                        f"pp{args.n_prompt}": round(pp, 2),
+                        f"tg{args.n_gen}": round(tg, 2),
+                    }
+                )
+        if args.json:
+            print(json.dumps({"model": str(path), "repeats": args.repeats, "rows": rows}))
+        else:
+            print(f"model {path}; median of {args.repeats}")
+            print(
+                f"{'threads':>7} {'engine':>7} {'pp' + str(args.n_prompt) + ' t/s':>12} "
+                f"{'tg' + str(args.n_gen) + ' t/s':>11}"
+            )
+            for row in rows:
+                print(
+                    f"{row['threads']:>7} {row['engine']:>7} {row[f'pp{args.n_prompt}']:>12.2f} "
+                    f"{row[f'tg{args.n_gen}']:>11.2f}"
+                )
+    return EXIT_OK
+
+
+def _generate_model(args: argparse.Namespace) -> int:
+    from .testing import generate_model
+
+    t0 = time.perf_counter()
+    path = generate_model(
+        args.path,
+        shape=args.shape,
+        activation=args.activation,
+        ternary_type=args.type,
+        seed=args.seed,
+        tied=not args.untied,
+        n_layer=args.layers,
+    )
+    size = path.stat().st_size
+    print(
+        f"wrote {path} ({size / 2**20:.1f} MiB, {args.shape}, {args.activation}, {args.type}) "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return EXIT_OK
+
+
+def _result_dict(result: Any) -> dict[str, Any]:
+    return {
+        "text": result.text,
+        "finish_reason": result.finish_reason,
+        "tokens": result.tokens,
+        "usage": {
+            "prompt_tokens": result.usage.prompt_tokens,
+            "completion_tokens": result.usage.completion_tokens,
+            "total_tokens": result.usage.total_tokens,
+        },
+        "timings": {
+            "prompt_ms": result.timings.prompt_ms,
+            "generation_ms": result.timings.generation_ms,
+            "prompt_tokens_per_second": result.timings.prompt_tokens_per_second,
+            "generation_tokens_per_second": result.timings.generation_tokens_per_second,
+        },
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import ModelLoadError
+    from .runtime import UnsupportedCPUError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (OSError, ValueError) as exc:
-        parser.exit(2, f"bitnet {args.command}: error: {exc}\n")
+    except KeyboardInterrupt:
+        print("\n[interrupted]", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ModelLoadError as exc:
+        print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    except UnsupportedCPUError as exc:
+        print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_CPU
+    except (ValueError, OSError) as exc:
+        print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        print(f"bitnet {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from ._native import _core
 from .chat import render_chat
 from .errors import EngineError, ModelLoadError
 
-__all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage"]
+__all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage", "validate_sampling"]
 
 FinishReason = Literal["stop", "length", "abort"]
 Prompt = str | Sequence[int]
@@ -323,23 +323,15 @@ class Model:
                 "(n_ctx), with at least one more needed to generate; shorten the prompt or "
                 "load the model with a larger n_ctx"
             )
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-            raise ValueError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
-        if not 0.0 <= float(temperature) <= 100.0:
-            raise ValueError(f"temperature must be in [0, 100], got {temperature!r}")
-        if not 0.0 < float(top_p) <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
-        if not 0.0 <= float(min_p) <= 1.0:
-            raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
-        if not float(repeat_penalty) > 0.0:
-            raise ValueError(
-                f"repeat_penalty must be > 0 (1.0 disables it), got {repeat_penalty!r}"
-            )
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise ValueError("stop must be a non-empty string or a list of non-empty strings")
+        stops = validate_sampling(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            repeat_penalty=repeat_penalty,
+            stop=stop,
+        )
         if seed is None:
             seed = self.seed if self.seed is not None else random.getrandbits(32)
         return native.start(
@@ -378,6 +370,36 @@ class Model:
             f"<bitnet.Model {self.path!r} arch={self.architecture} engine={self.engine} "
             f"n_ctx={self.n_ctx} n_vocab={self.n_vocab}>"
         )
+
+
+def validate_sampling(
+    *,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    top_k: int,
+    min_p: float,
+    repeat_penalty: float,
+    stop: str | Sequence[str] | None,
+) -> list[str]:
+    """Check sampling arguments (ValueError naming the value and the allowed range); returns
+    the stop strings as a list."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+        raise ValueError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
+    if not 0.0 <= float(temperature) <= 100.0:
+        raise ValueError(f"temperature must be in [0, 100], got {temperature!r}")
+    if not 0.0 < float(top_p) <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
+    if not 0.0 <= float(min_p) <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
+    if not float(repeat_penalty) > 0.0:
+        raise ValueError(f"repeat_penalty must be > 0 (1.0 disables it), got {repeat_penalty!r}")
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ValueError("stop must be a non-empty string or a list of non-empty strings")
+    return stops
 
 
 def _seed(seed: object) -> int:

@@ -1,0 +1,794 @@
+"""BitNetRuntime: thread detection, validation, dry runs, diagnostics and structured events.
+
+The runtime resolves everything a run needs (model facts, threads, context, batch, kernels,
+memory) without loading weights, says precisely what is wrong when something is, and then
+loads and runs the model in-process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import events
+from ._native import _core
+from .errors import BitNetError, ModelLoadError
+from .model import MAX_CONTEXT, MAX_THREADS, GenerationResult, Model, validate_sampling
+
+__all__ = [
+    "BitNetRuntime",
+    "CpuTopology",
+    "Diagnostics",
+    "Problem",
+    "RuntimePlan",
+    "UnsupportedCPUError",
+    "detect_cpu_topology",
+    "resolve_threads",
+]
+
+BITNET_ARCHITECTURES = ("bitnet", "bitnet-b1.58", "bitnet-25")
+DIAGNOSTICS_SCHEMA = "bitnet.diagnostics/1"
+PLAN_SCHEMA = "bitnet.plan/1"
+
+# ggml's names for the instruction sets it was compiled with -> /proc/cpuinfo flags.
+_X86_FEATURE_FLAGS = {
+    "SSE3": "pni",
+    "SSSE3": "ssse3",
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AVX_VNNI": "avx_vnni",
+    "AMX_INT8": "amx_int8",
+}
+_ARM_FEATURE_FLAGS = {"NEON": "asimd", "ARM_FMA": "asimd", "DOTPROD": "asimddp", "SVE": "sve"}
+_REPORTED_FLAGS = sorted({*_X86_FEATURE_FLAGS.values(), *_ARM_FEATURE_FLAGS.values()})
+
+
+class UnsupportedCPUError(BitNetError, RuntimeError):
+    """This CPU lacks an instruction set the native libraries were compiled to use."""
+
+
+# --------------------------------------------------------------------------------------------
+# CPU topology and threads
+
+
+@dataclass(frozen=True)
+class CpuTopology:
+    """What this process may run on."""
+
+    logical_cpus: int  # CPUs in the machine
+    available_cpus: int  # CPUs in this process's affinity mask
+    physical_cores: int  # distinct cores among the available CPUs (hyper-threads counted once)
+    cgroup_cpu_limit: float | None  # CPUs' worth of time the cgroup quota allows, if limited
+
+    @property
+    def usable_cores(self) -> int:
+        """Physical cores this process can actually keep busy."""
+        usable = self.physical_cores
+        if self.cgroup_cpu_limit is not None:
+            usable = min(usable, max(1, math.floor(self.cgroup_cpu_limit)))
+        return max(1, usable)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_cpu_limit(cgroup_root: Path) -> float | None:
+    v2 = _read(cgroup_root / "cpu.max")  # "max 100000" or "<quota> <period>"
+    if v2 is not None:
+        quota, _, period = v2.partition(" ")
+        if quota != "max" and period:
+            return int(quota) / int(period)
+        return None
+    quota_v1 = _read(cgroup_root / "cpu" / "cpu.cfs_quota_us")
+    period_v1 = _read(cgroup_root / "cpu" / "cpu.cfs_period_us")
+    if quota_v1 and period_v1 and int(quota_v1) > 0:
+        return int(quota_v1) / int(period_v1)
+    return None
+
+
+def detect_cpu_topology(
+    *,
+    affinity: set[int] | None = None,
+    sysfs_cpu: str | os.PathLike[str] = "/sys/devices/system/cpu",
+    cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
+) -> CpuTopology:
+    """Count the CPUs and physical cores this process may use (the roots are for tests)."""
+    if affinity is None:
+        try:
+            affinity = set(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not Linux
+            affinity = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    for cpu in affinity:
+        topo = Path(sysfs_cpu) / f"cpu{cpu}" / "topology"
+        package, core = _read(topo / "physical_package_id"), _read(topo / "core_id")
+        cores.add((package or "?", core if core is not None else f"cpu{cpu}"))
+    return CpuTopology(
+        logical_cpus=os.cpu_count() or len(affinity),
+        available_cpus=len(affinity),
+        physical_cores=max(1, len(cores)),
+        cgroup_cpu_limit=_cgroup_cpu_limit(Path(cgroup_root)),
+    )
+
+
+def resolve_threads(
+    requested: int | str | None, topology: CpuTopology, *, name: str = "threads"
+) -> tuple[int, str | None]:
+    """``"auto"``/None -> the usable physical cores; a number is checked and clamped to the
+    CPUs this process may use. Returns (threads, warning or None)."""
+    if requested is None or requested == "auto":
+        return topology.usable_cores, None
+    if isinstance(requested, str):
+        if not requested.strip().isdigit():
+            raise ValueError(f"{name} must be 'auto' or a positive integer, got {requested!r}")
+        requested = int(requested)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise ValueError(
+            f"{name} must be 'auto' or an integer from 1 to {MAX_THREADS}, got {requested!r}; "
+            "'auto' uses one thread per physical core this process may use"
+        )
+    limit = topology.available_cpus
+    if topology.cgroup_cpu_limit is not None:
+        limit = min(limit, max(1, math.ceil(topology.cgroup_cpu_limit)))
+    if requested > limit:
+        return limit, (
+            f"{name}={requested} is more than the {limit} CPUs this process may use "
+            f"(affinity {topology.available_cpus}, cgroup limit {topology.cgroup_cpu_limit}); "
+            f"using {limit}"
+        )
+    if requested > topology.physical_cores:
+        return requested, (
+            f"{name}={requested} exceeds the {topology.physical_cores} physical cores; "
+            "hyper-threads rarely speed up inference"
+        )
+    return requested, None
+
+
+# --------------------------------------------------------------------------------------------
+# CPU features
+
+
+def cpu_flags() -> set[str]:
+    """Instruction-set flags of this CPU (from /proc/cpuinfo)."""
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_model_name() -> str:
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("model name", "Model", "Hardware"):
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def compiled_cpu_features() -> list[str]:
+    """Instruction sets the loaded ggml CPU backend was compiled to use."""
+    info = _core.build_info()["system_info"]
+    features = []
+    for part in info.replace("CPU :", "|").split("|"):
+        name, _, value = part.partition("=")
+        if value.strip() == "1":
+            features.append(name.strip())
+    return features
+
+
+def missing_cpu_features(flags: set[str] | None = None) -> list[str]:
+    """Compiled-in instruction sets this CPU does not have (running would crash)."""
+    flags = cpu_flags() if flags is None else flags
+    if not flags:
+        return []  # unknown: /proc/cpuinfo unavailable
+    table = _ARM_FEATURE_FLAGS if platform.machine() in ("aarch64", "arm64") else _X86_FEATURE_FLAGS
+    return [f for f in compiled_cpu_features() if f in table and table[f] not in flags]
+
+
+def _memory() -> dict[str, int | None]:
+    info = {}
+    for line in (_read(Path("/proc/meminfo")) or "").splitlines():
+        key, _, value = line.partition(":")
+        if value.strip().endswith("kB"):
+            info[key] = int(value.split()[0]) * 1024
+    return {"total_bytes": info.get("MemTotal"), "available_bytes": info.get("MemAvailable")}
+
+
+# --------------------------------------------------------------------------------------------
+# Plan and diagnostics
+
+
+@dataclass(frozen=True)
+class Problem:
+    severity: Literal["error", "warning", "info"]
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class RuntimePlan:
+    """Everything a run resolves to, before any weight is loaded."""
+
+    model: str
+    architecture: str
+    engine: str
+    n_ctx: int
+    n_ctx_train: int | None
+    n_batch: int
+    threads: int
+    threads_batch: int
+    kernels: str
+    ternary_types: list[str]
+    weights_bytes: int
+    kv_cache_bytes: int
+    command: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"schema": PLAN_SCHEMA, **asdict(self)}
+        out["memory_bytes"] = self.memory_bytes
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        lines = [
+            f"model        {self.model}",
+            f"architecture {self.architecture} (engine {self.engine})",
+            f"context      {self.n_ctx} tokens (trained {self.n_ctx_train}), batch {self.n_batch}",
+            f"threads      {self.threads} generation, {self.threads_batch} prompt",
+            f"kernels      {self.kernels}",
+            f"memory       {_size(self.memory_bytes)} = weights {_size(self.weights_bytes)} "
+            f"(memory-mapped) + KV cache {_size(self.kv_cache_bytes)}",
+            f"command      {self.command}",
+        ]
+        lines += [f"warning      {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """A machine- and model-readiness report; ``to_dict()`` has the documented stable keys."""
+
+    bitnet: dict[str, Any]
+    cpu: dict[str, Any]
+    memory: dict[str, Any]
+    model: dict[str, Any] | None
+    threads: dict[str, Any]
+    kernels: dict[str, Any]
+    problems: list[Problem]
+
+    @property
+    def ok(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": DIAGNOSTICS_SCHEMA,
+            "ok": self.ok,
+            "bitnet": self.bitnet,
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "model": self.model,
+            "threads": self.threads,
+            "kernels": self.kernels,
+            "problems": [asdict(p) for p in self.problems],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        b, c = self.bitnet, self.cpu
+        lines = [
+            f"bitnet {b['version']} ({b['llama_cpp']}, ggml {b['ggml_version']}, {b['compiler']})",
+            f"compiled for {' '.join(b['compiled_cpu_features'])}",
+            f"CPU {c['model']} ({c['arch']}): {c['physical_cores']} cores / "
+            f"{c['available_cpus']} CPUs usable of {c['logical_cpus']}"
+            + (f", cgroup limit {c['cgroup_cpu_limit']}" if c["cgroup_cpu_limit"] else ""),
+            f"threads {self.threads['generation']} generation, {self.threads['prompt']} prompt",
+            f"kernels {self.kernels['ternary']}",
+        ]
+        if self.memory["total_bytes"]:
+            lines.append(
+                f"memory {self.memory['available_bytes'] / 2**30:.1f} GiB available of "
+                f"{self.memory['total_bytes'] / 2**30:.1f} GiB"
+            )
+        if self.model is not None:
+            m = self.model
+            lines.append(
+                f"model {m['path']}: "
+                + (
+                    f"{m['size_bytes']} bytes, {m['architecture']}, engine {m['engine']}, "
+                    f"tensor types {m['tensor_types']}"
+                    if m.get("gguf")
+                    else "not readable as GGUF"
+                )
+            )
+        lines += [f"{p.severity.upper()}: {p.message} [{p.code}]" for p in self.problems]
+        lines.append("status: ok" if self.ok else "status: problems found")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The runtime
+
+
+class BitNetRuntime:
+    """Resolve, check and run one model in-process.
+
+    Arguments:
+        model: path of the GGUF file.
+        threads: generation threads, ``"auto"`` (one per usable physical core) or a number
+            (clamped to the CPUs this process may use, with a warning).
+        threads_batch: prompt-processing threads (default: like ``threads``).
+        n_ctx, n_batch, engine, use_mmap: as for :class:`bitnet.Model`.
+        sha256: expected checksum of the model file, checked by :meth:`diagnostics`.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        threads: int | str = "auto",
+        threads_batch: int | str | None = None,
+        n_ctx: int = 4096,
+        n_batch: int = 512,
+        engine: Literal["auto", "bitnet", "llama"] = "auto",
+        use_mmap: bool = True,
+        sha256: str | None = None,
+        topology: CpuTopology | None = None,
+    ) -> None:
+        self.model_path = os.fspath(model)
+        self.topology = topology or detect_cpu_topology()
+        self.warnings: list[str] = []
+        self.threads, warning = resolve_threads(threads, self.topology, name="threads")
+        self._warn(warning)
+        self.threads_batch, warning = resolve_threads(
+            self.threads if threads_batch is None else threads_batch,
+            self.topology,
+            name="threads_batch",
+        )
+        self._warn(warning)
+        self.n_ctx = _checked_int("n_ctx (--ctx-size)", n_ctx, 16, MAX_CONTEXT)
+        self.n_batch = _checked_int("n_batch (--batch-size)", n_batch, 1, MAX_CONTEXT)
+        if engine not in ("auto", "bitnet", "llama"):
+            raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
+        self.engine = engine
+        self.use_mmap = use_mmap
+        self.sha256 = sha256.lower() if sha256 else None
+
+    def _warn(self, warning: str | None) -> None:
+        if warning:
+            self.warnings.append(warning)
+            events.EVENT_LOGGER.warning("%s", warning)
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def check_model_file(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(metadata, tensor table) of the model file; raises ModelLoadError naming the problem."""
+        path = self.model_path
+        if not os.path.exists(path):
+            events.emit(
+                "missing_artifact",
+                outcome="error",
+                params={"model": path},
+                error=FileNotFoundError(path),
+            )
+            raise ModelLoadError(
+                f"model file '{path}' does not exist; check --model, or make a test model with "
+                "`bitnet generate-model PATH`"
+            )
+        if os.path.isdir(path):
+            raise ModelLoadError(
+                f"model path '{path}' is a directory; give the .gguf file inside it"
+            )
+        if not os.access(path, os.R_OK):
+            raise ModelLoadError(
+                f"model file '{path}' is not readable by this user; fix its permissions"
+            )
+        metadata = _core.read_metadata(path)
+        tensors = _core.read_tensor_info(path)
+        return metadata, tensors
+
+    def validate(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Everything that can be checked without loading weights; raises on the first error."""
+        missing = missing_cpu_features()
+        if missing:
+            raise UnsupportedCPUError(
+                f"this CPU lacks {', '.join(missing)}, which the installed llama.cpp libraries "
+                "were compiled to use; reinstall llama-cpp-python and bitnet on this machine "
+                "(pip builds them for the CPU it runs on)"
+            )
+        metadata, tensors = self.check_model_file()
+        arch = str(metadata.get("general.architecture", ""))
+        if self.engine == "bitnet" and arch not in BITNET_ARCHITECTURES:
+            raise ModelLoadError(
+                f"'{self.model_path}' has architecture '{arch}', which engine 'bitnet' does not "
+                f"run (it runs {', '.join(BITNET_ARCHITECTURES)}); use engine 'auto'"
+            )
+        return metadata, tensors
+
+    # -- plan -----------------------------------------------------------------------------
+
+    def plan(self, **run_args: Any) -> RuntimePlan:
+        """Validate and resolve the run (no weights are loaded); ``run_args`` (prompt,
+        n_predict, temperature, seed, ...) complete the equivalent command line."""
+        metadata, tensors = self.validate()
+        arch = str(metadata.get("general.architecture", ""))
+        engine = (
+            self.engine
+            if self.engine != "auto"
+            else ("bitnet" if arch in BITNET_ARCHITECTURES else "llama")
+        )
+        n_layer = int(metadata.get(f"{arch}.block_count", 0))
+        n_embd = int(metadata.get(f"{arch}.embedding_length", 0))
+        n_head = int(metadata.get(f"{arch}.attention.head_count", 1)) or 1
+        n_head_kv = int(metadata.get(f"{arch}.attention.head_count_kv", n_head))
+        n_ctx_train = metadata.get(f"{arch}.context_length")
+        kv_bytes = 2 * n_layer * self.n_ctx * (n_embd // n_head) * n_head_kv * 2  # K and V, f16
+        types = sorted({t["type"] for t in tensors})
+        ternary = [t for t in types if t in ("tq1_0", "tq2_0", "i2_s")]
+        warnings = list(self.warnings)
+        if n_ctx_train and self.n_ctx > int(n_ctx_train):
+            warnings.append(
+                f"n_ctx={self.n_ctx} is beyond the {n_ctx_train} tokens the model was trained on"
+            )
+        return RuntimePlan(
+            model=self.model_path,
+            architecture=arch,
+            engine=engine,
+            n_ctx=self.n_ctx,
+            n_ctx_train=None if n_ctx_train is None else int(n_ctx_train),
+            n_batch=self.n_batch,
+            threads=self.threads,
+            threads_batch=self.threads_batch,
+            kernels=_kernel_description(engine, ternary),
+            ternary_types=ternary,
+            weights_bytes=sum(int(t["nbytes"]) for t in tensors),
+            kv_cache_bytes=kv_bytes,
+            command=self.command_line(**run_args),
+            warnings=warnings,
+        )
+
+    def command_line(self, **run_args: Any) -> str:
+        """The `bitnet run` command equivalent to this runtime (plus run_args such as prompt)."""
+        parts = [
+            "bitnet",
+            "run",
+            "--model",
+            self.model_path,
+            "--threads",
+            str(self.threads),
+            "--threads-batch",
+            str(self.threads_batch),
+            "--ctx-size",
+            str(self.n_ctx),
+            "--batch-size",
+            str(self.n_batch),
+        ]
+        if self.engine != "auto":
+            parts += ["--engine", self.engine]
+        for key, value in run_args.items():
+            if value is not None:
+                parts += [f"--{key.replace('_', '-')}", str(value)]
+        return shlex.join(parts)
+
+    def dry_run(self, **run_args: Any) -> RuntimePlan:
+        """The plan, with a ``dry_run`` event; nothing is loaded."""
+        t0 = time.perf_counter()
+        try:
+            plan = self.plan(**run_args)
+        except Exception as exc:
+            events.emit(
+                "dry_run", outcome="error", duration_ms=_ms(t0), params=self._params(), error=exc
+            )
+            raise
+        events.emit(
+            "dry_run", outcome="ok", duration_ms=_ms(t0), params=self._params(), plan=plan.to_dict()
+        )
+        return plan
+
+    # -- diagnostics ----------------------------------------------------------------------
+
+    def diagnostics(self, *, check_sha256: bool | None = None) -> Diagnostics:
+        """Report on the extension, the CPU, memory and the model file; never raises for a
+        problem it can describe (see ``problems``). The file's sha256 is computed when an
+        expected one was given, or when ``check_sha256`` is true."""
+        return diagnose(self, check_sha256=check_sha256)
+
+    # -- running --------------------------------------------------------------------------
+
+    def load(self, *, seed: int | None = None) -> Model:
+        """Validate, then load the model (one ``model_load`` event)."""
+        t0 = time.perf_counter()
+        try:
+            self.validate()
+            model = Model(
+                self.model_path,
+                n_ctx=self.n_ctx,
+                n_threads=self.threads,
+                n_threads_batch=self.threads_batch,
+                n_batch=self.n_batch,
+                seed=seed,
+                use_mmap=self.use_mmap,
+                engine=self.engine,
+            )
+        except Exception as exc:
+            events.emit(
+                "model_load", outcome="error", duration_ms=_ms(t0), params=self._params(), error=exc
+            )
+            raise
+        events.emit(
+            "model_load",
+            outcome="ok",
+            duration_ms=_ms(t0),
+            params=self._params(),
+            engine=model.engine,
+            architecture=model.architecture,
+        )
+        return model
+
+    def generate(
+        self, model: Model, prompt: str | Sequence[int], **sampling: Any
+    ) -> GenerationResult:
+        """model.generate with one ``generation`` event (outcome, tokens, speeds)."""
+        return run_generation(model, lambda: model.generate(prompt, **sampling), sampling)
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "model": self.model_path,
+            "threads": self.threads,
+            "threads_batch": self.threads_batch,
+            "n_ctx": self.n_ctx,
+            "n_batch": self.n_batch,
+            "engine": self.engine,
+        }
+
+
+def run_generation(model: Model, call: Any, sampling: Mapping[str, Any]) -> GenerationResult:
+    """Run `call` (which returns a GenerationResult) and emit its ``generation`` event."""
+    t0 = time.perf_counter()
+    params = {"model": model.path, **{k: v for k, v in sampling.items() if k != "stop"}}
+    try:
+        validate_sampling(
+            **{
+                "max_tokens": sampling.get("max_tokens", 0),
+                "temperature": sampling.get("temperature", 0.0),
+                "top_p": sampling.get("top_p", 1.0),
+                "top_k": sampling.get("top_k", 0),
+                "min_p": sampling.get("min_p", 0.0),
+                "repeat_penalty": sampling.get("repeat_penalty", 1.0),
+                "stop": sampling.get("stop"),
+            }
+        )
+        result = call()
+    except KeyboardInterrupt as exc:
+        events.emit(
+            "generation", outcome="cancelled", duration_ms=_ms(t0), params=params, error=exc
+        )
+        raise
+    except Exception as exc:
+        events.emit("generation", outcome="error", duration_ms=_ms(t0), params=params, error=exc)
+        raise
+    events.emit(
+        "generation",
+        outcome="ok" if result.finish_reason != "abort" else "abort",
+        duration_ms=_ms(t0),
+        params=params,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.usage.prompt_tokens,
+        completion_tokens=result.usage.completion_tokens,
+        prompt_tokens_per_second=round(result.timings.prompt_tokens_per_second, 2),
+        generation_tokens_per_second=round(result.timings.generation_tokens_per_second, 2),
+    )
+    return result
+
+
+def diagnose(runtime: BitNetRuntime | None, *, check_sha256: bool | None = None) -> Diagnostics:
+    """Diagnostics of the machine, and of ``runtime``'s model and settings when given."""
+    build = dict(_core.build_info())
+    compiled = compiled_cpu_features()
+    flags = cpu_flags()
+    topology = runtime.topology if runtime else detect_cpu_topology()
+    problems: list[Problem] = []
+    missing = missing_cpu_features(flags)
+    if missing:
+        problems.append(
+            Problem(
+                "error",
+                "cpu_missing_features",
+                f"this CPU lacks {', '.join(missing)}, which the native libraries "
+                "use; reinstall bitnet and llama-cpp-python on this machine",
+            )
+        )
+    memory = _memory()
+    model_info: dict[str, Any] | None = None
+    engine = "bitnet"
+    ternary: list[str] = []
+    if runtime is not None:
+        for w in runtime.warnings:
+            problems.append(Problem("warning", "threads_clamped", w))
+        model_info, engine, ternary = _model_diagnostics(runtime, problems, check_sha256)
+        if model_info and model_info.get("gguf") and memory["available_bytes"]:
+            needed = model_info["size_bytes"]
+            if needed > memory["available_bytes"]:
+                problems.append(
+                    Problem(
+                        "warning",
+                        "low_memory",
+                        f"the model ({needed / 2**30:.2f} GiB) is larger than the memory available "
+                        f"({memory['available_bytes'] / 2**30:.2f} GiB); expect paging",
+                    )
+                )
+    return Diagnostics(
+        bitnet={
+            "version": build["version"],
+            "llama_cpp": build["llama_cpp"],
+            "ggml_version": build["ggml_version"],
+            "ggml_commit": build["ggml_commit"],
+            "compiler": build["compiler"],
+            "compiled_cpu_features": compiled,
+            "python": platform.python_version(),
+        },
+        cpu={
+            "model": cpu_model_name(),
+            "arch": platform.machine(),
+            "logical_cpus": topology.logical_cpus,
+            "available_cpus": topology.available_cpus,
+            "physical_cores": topology.physical_cores,
+            "cgroup_cpu_limit": topology.cgroup_cpu_limit,
+            "features": [f for f in _REPORTED_FLAGS if f in flags],
+        },
+        memory=memory,
+        model=model_info,
+        threads={
+            "generation": runtime.threads if runtime else topology.usable_cores,
+            "prompt": runtime.threads_batch if runtime else topology.usable_cores,
+            "auto": topology.usable_cores,
+        },
+        kernels={"ternary": _kernel_description(engine, ternary), "engine": engine},
+        problems=problems,
+    )
+
+
+def _model_diagnostics(
+    runtime: BitNetRuntime, problems: list[Problem], check_sha256: bool | None
+) -> tuple[dict[str, Any], str, list[str]]:
+    path = runtime.model_path
+    info: dict[str, Any] = {"path": path, "exists": os.path.isfile(path), "gguf": False}
+    engine = "bitnet"
+    if not info["exists"]:
+        problems.append(
+            Problem("error", "model_missing", f"model file '{path}' does not exist; check --model")
+        )
+        events.emit(
+            "missing_artifact",
+            outcome="error",
+            params={"model": path},
+            error=FileNotFoundError(path),
+        )
+        return info, engine, []
+    info["size_bytes"] = os.path.getsize(path)
+    try:
+        metadata, tensors = runtime.check_model_file()
+    except (ModelLoadError, OSError) as exc:
+        problems.append(Problem("error", "model_unreadable", str(exc)))
+        return info, engine, []
+    arch = str(metadata.get("general.architecture", ""))
+    types: dict[str, int] = {}
+    for t in tensors:
+        types[t["type"]] = types.get(t["type"], 0) + 1
+    engine = (
+        runtime.engine
+        if runtime.engine != "auto"
+        else ("bitnet" if arch in BITNET_ARCHITECTURES else "llama")
+    )
+    end = max((int(t["offset"]) + int(t["nbytes"]) for t in tensors), default=0)
+    info.update(
+        gguf=True,
+        architecture=arch,
+        engine=engine,
+        n_tensors=len(tensors),
+        tensor_types=types,
+        data_end_bytes=end,
+    )
+    if end > info["size_bytes"]:
+        problems.append(
+            Problem(
+                "error",
+                "model_truncated",
+                f"'{path}' is truncated: its tensors end at byte {end} but the file "
+                f"has {info['size_bytes']}; re-download or re-generate it",
+            )
+        )
+    if runtime.engine == "bitnet" and arch not in BITNET_ARCHITECTURES:
+        problems.append(
+            Problem(
+                "error",
+                "unsupported_architecture",
+                f"architecture '{arch}' does not run on engine 'bitnet'; use 'auto'",
+            )
+        )
+    if arch == "bitnet" and engine == "llama":
+        problems.append(
+            Problem(
+                "warning",
+                "silu_graph",
+                "libllama runs arch 'bitnet' with a SiLU FFN whatever the file says",
+            )
+        )
+    if check_sha256 or (check_sha256 is None and runtime.sha256):
+        digest = _sha256(path)
+        info["sha256"] = digest
+        if runtime.sha256:
+            info["sha256_expected"] = runtime.sha256
+            info["sha256_ok"] = digest == runtime.sha256
+            if digest != runtime.sha256:
+                problems.append(
+                    Problem(
+                        "error",
+                        "model_checksum",
+                        f"sha256 of '{path}' is {digest}, expected {runtime.sha256}",
+                    )
+                )
+    ternary = sorted(t for t in types if t in ("tq1_0", "tq2_0", "i2_s"))
+    return info, engine, ternary
+
+
+def _kernel_description(engine: str, ternary: list[str]) -> str:
+    simd = [
+        f for f in compiled_cpu_features() if f in _X86_FEATURE_FLAGS or f in _ARM_FEATURE_FLAGS
+    ]
+    kinds = "/".join(t.upper() for t in ternary) or "no ternary tensors"
+    graph = "BitNetEngine graph" if engine == "bitnet" else "libllama graph"
+    return f"ggml {kinds} matmuls ({graph}; CPU backend built for {' '.join(simd) or 'baseline'})"
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checked_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0

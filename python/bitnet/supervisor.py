@@ -1,0 +1,346 @@
+"""RuntimeSupervisor: run generations from asyncio with limits, a bounded queue and deadlines.
+
+Each of ``max_concurrency`` slots owns one :class:`bitnet.Model` (its own KV cache; the
+weights are one memory-mapped file, shared by the page cache). Generations run on worker
+threads, so the event loop never blocks. A request waits for a free slot in a bounded queue;
+a full queue rejects at once. A deadline or a cancelled awaiting task cancels the native work
+(also mid-prompt) and the slot comes back as soon as the worker thread has stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import statistics
+import time
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import events
+from .errors import BitNetError
+from .model import GenerationResult, Model, TextStream
+from .runtime import BitNetRuntime
+
+__all__ = [
+    "DeadlineExceededError",
+    "QueueFullError",
+    "RuntimeSupervisor",
+    "SupervisorClosedError",
+]
+
+
+class QueueFullError(BitNetError, RuntimeError):
+    """All slots are busy and the wait queue is full; retry later."""
+
+
+class DeadlineExceededError(BitNetError, TimeoutError):
+    """The request's deadline passed; its generation was stopped."""
+
+
+class SupervisorClosedError(BitNetError, RuntimeError):
+    """The supervisor is shutting down or closed and takes no new requests."""
+
+
+@dataclass
+class _Failure:
+    time: float
+    outcome: str
+    kind: str
+    message: str
+
+
+class RuntimeSupervisor:
+    """Serve generations of one model to many asyncio tasks.
+
+    Arguments:
+        runtime: a :class:`BitNetRuntime` (or a model path, with ``runtime_options``).
+        max_concurrency: generations running at once (one Model and KV cache each).
+        max_queue: requests that may wait for a slot; one more raises QueueFullError at once.
+        timeout: default per-request deadline in seconds (queue wait included); None: none.
+        failure_history: how many recent failures ``stats()`` keeps.
+
+    Use ``async with RuntimeSupervisor(...) as sup:`` (or ``await sup.start()`` and
+    ``await sup.shutdown()``).
+    """
+
+    def __init__(
+        self,
+        runtime: BitNetRuntime | str,
+        *,
+        max_concurrency: int = 1,
+        max_queue: int = 8,
+        timeout: float | None = None,
+        failure_history: int = 20,
+        **runtime_options: Any,
+    ) -> None:
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or max_concurrency < 1
+        ):
+            raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+        if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
+            raise ValueError(f"max_queue must be an integer >= 0, got {max_queue!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self.runtime = (
+            runtime
+            if isinstance(runtime, BitNetRuntime)
+            else BitNetRuntime(runtime, **runtime_options)
+        )
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.timeout = timeout
+        self._models: list[Model] = []
+        self._free: asyncio.Queue[Model] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._waiting = 0
+        self._active: set[TextStream] = set()
+        self._idle: asyncio.Event | None = None
+        self._state = "new"  # new -> running -> draining -> closed
+        self._outcomes: collections.Counter[str] = collections.Counter()
+        self._failures: collections.deque[_Failure] = collections.deque(maxlen=failure_history)
+        self._latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self._speeds: collections.deque[float] = collections.deque(maxlen=1000)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> RuntimeSupervisor:
+        """Load one model per slot (on worker threads)."""
+        if self._state != "new":
+            raise SupervisorClosedError(f"start() on a supervisor that is {self._state}")
+        self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="bitnet")
+        loop = asyncio.get_running_loop()
+        self._models = list(
+            await asyncio.gather(
+                *(
+                    loop.run_in_executor(self._executor, self.runtime.load)
+                    for _ in range(self.max_concurrency)
+                )
+            )
+        )
+        self._free = asyncio.Queue()
+        for model in self._models:
+            self._free.put_nowait(model)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._state = "running"
+        return self
+
+    async def __aenter__(self) -> RuntimeSupervisor:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    @property
+    def queued(self) -> int:
+        return self._waiting
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Stop taking requests, let running ones finish for up to ``grace`` seconds, cancel
+        the rest, wait for their worker threads to stop, and free the models."""
+        if self._state in ("new", "closed"):
+            self._state = "closed"
+            return
+        self._state = "draining"
+        assert self._idle is not None
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except asyncio.TimeoutError:
+            for stream in list(self._active):
+                stream.cancel()
+            await self._idle.wait()  # cancelled work stops within one graph node
+        self._state = "closed"
+        for model in self._models:
+            model.close()
+        self._models.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def generate(
+        self, prompt: str | Sequence[int], *, timeout: float | None = None, **sampling: Any
+    ) -> GenerationResult:
+        """Generate to the end; raises QueueFullError, DeadlineExceededError,
+        SupervisorClosedError, or what the model raises for bad arguments."""
+        stream = self.stream(prompt, timeout=timeout, _result=True, **sampling)
+        result: GenerationResult | None = None
+        async for item in stream:
+            if isinstance(item, GenerationResult):
+                result = item
+        assert result is not None
+        return result
+
+    async def stream(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        timeout: float | None = None,
+        _result: bool = False,
+        **sampling: Any,
+    ) -> AsyncIterator[Any]:
+        """Yield text pieces as they are generated (same errors as :meth:`generate`).
+        Leaving the loop early, or cancelling the task, cancels the generation."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None else loop.time() + timeout
+        model = await self._acquire(deadline, t0)
+        try:
+            text_stream = model.stream(prompt, **sampling)
+        except BaseException as exc:
+            self._release(model)
+            self._record("error", t0, exc)
+            raise
+        self._active.add(text_stream)
+        assert self._idle is not None
+        self._idle.clear()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def work() -> None:
+            try:
+                for piece in text_stream:
+                    loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
+                loop.call_soon_threadsafe(queue.put_nowait, ("done", text_stream.result))
+            except BaseException as exc:  # handed to the awaiting task
+                loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))
+
+        worker = loop.run_in_executor(self._executor, work)
+        # The slot is free again only once the native work has really stopped.
+        worker.add_done_callback(lambda _: self._finish(model, text_stream))
+        outcome, error = "ok", None
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise asyncio.TimeoutError
+                kind, value = await asyncio.wait_for(queue.get(), remaining)
+                if kind == "piece":
+                    yield value
+                elif kind == "done":
+                    if value.finish_reason == "abort":
+                        outcome = "abort"
+                    self._speeds.append(value.timings.generation_tokens_per_second)
+                    if _result:
+                        yield value
+                    return
+                else:
+                    outcome, error = "error", value
+                    raise value
+        except asyncio.TimeoutError:
+            text_stream.cancel()
+            outcome = "timeout"
+            error = DeadlineExceededError(f"the request's deadline of {timeout} s passed")
+            raise error from None
+        except (asyncio.CancelledError, GeneratorExit):
+            text_stream.cancel()
+            outcome = "cancelled"
+            raise
+        finally:
+            text_stream.cancel()  # no-op when it ended by itself
+            self._record(outcome, t0, error)
+
+    # -- slots ------------------------------------------------------------------------------
+
+    async def _acquire(self, deadline: float | None, t0: float) -> Model:
+        if self._state != "running":
+            error = SupervisorClosedError(f"the supervisor is {self._state}; not taking requests")
+            self._record("rejected", t0, error)
+            raise error
+        assert self._free is not None
+        if self._free.empty() and self._waiting >= self.max_queue:
+            error = QueueFullError(
+                f"all {self.max_concurrency} slots are busy and {self._waiting} requests are "
+                f"waiting (max_queue={self.max_queue}); retry later"
+            )
+            self._record("rejected", t0, error)
+            raise error
+        self._waiting += 1
+        try:
+            remaining = (
+                None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
+            )
+            return await asyncio.wait_for(self._free.get(), remaining)
+        except asyncio.TimeoutError:
+            error = DeadlineExceededError(
+                "the request's deadline passed while it waited for a slot"
+            )
+            self._record("timeout", t0, error)
+            raise error from None
+        finally:
+            self._waiting -= 1
+
+    def _release(self, model: Model) -> None:
+        assert self._free is not None
+        self._free.put_nowait(model)
+
+    def _finish(self, model: Model, text_stream: TextStream) -> None:
+        self._active.discard(text_stream)
+        self._release(model)
+        if not self._active and self._idle is not None:
+            self._idle.set()
+
+    # -- statistics -------------------------------------------------------------------------
+
+    def _record(self, outcome: str, t0: float, error: BaseException | None) -> None:
+        key = outcome if outcome != "error" or error is None else f"error:{type(error).__name__}"
+        self._outcomes[key] += 1
+        duration = time.perf_counter() - t0
+        if outcome in ("ok", "abort"):
+            self._latencies.append(duration)
+        else:
+            self._failures.append(
+                _Failure(
+                    time.time(),
+                    outcome,
+                    type(error).__name__ if error else "",
+                    str(error) if error else "",
+                )
+            )
+        events.emit(
+            "supervised_generation",
+            outcome=outcome,
+            duration_ms=duration * 1000,
+            error=error,
+            in_flight=len(self._active),
+            queued=self._waiting,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by outcome, recent failures, latency and speed statistics, current load."""
+        lat = sorted(self._latencies)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 4) if lat else None
+
+        return {
+            "state": self._state,
+            "max_concurrency": self.max_concurrency,
+            "max_queue": self.max_queue,
+            "in_flight": len(self._active),
+            "queued": self._waiting,
+            "outcomes": dict(self._outcomes),
+            "recent_failures": [vars(f) for f in self._failures],
+            "latency_seconds": {
+                "count": len(lat),
+                "p50": pct(0.5),
+                "p95": pct(0.95),
+                "max": round(lat[-1], 4) if lat else None,
+            },
+            "generation_tokens_per_second": {
+                "mean": round(statistics.fmean(self._speeds), 2) if self._speeds else None,
+                "median": round(statistics.median(self._speeds), 2) if self._speeds else None,
+            },
+        }

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import bitnet
+from bitnet._native import _core
 from bitnet.bench import generation_speed, prompt_speed, random_prompts
 from bitnet.testing import generate_model
 
@@ -121,7 +122,8 @@ def main() -> None:
     )
     print(f"{'runner':<34} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
     n_ctx = args.pp + args.tg + 8
-    prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats)
+    n_vocab = len(_core.read_metadata(str(path))["tokenizer.ggml.tokens"])
+    prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats, n_vocab)
     for threads in args.threads:
         runners: dict[str, BitNetRunner | LlamaCppPythonRunner] = {}
         if "bitnet" not in args.skip:

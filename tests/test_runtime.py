@@ -192,3 +192,19 @@ def test_events_for_load_and_generation(tiny_relu2, caplog):
         if hasattr(record, "bitnet_event"):
             line = JsonLinesFormatter().format(record)
             assert json.loads(line)["event"] == record.bitnet_event["event"]
+
+
+def test_cpu_without_a_compiled_instruction_set(monkeypatch, tiny_relu2):
+    import bitnet.runtime as rt
+
+    compiled = rt.compiled_cpu_features()
+    if "AVX2" not in compiled:
+        pytest.skip("this build does not use AVX2")
+    old_cpu = {"pni", "ssse3"}  # an x86-64 CPU from before AVX
+    assert "AVX2" in rt.missing_cpu_features(old_cpu)
+    assert rt.missing_cpu_features(set()) == []  # unknown CPU: no false alarm
+    monkeypatch.setattr(rt, "cpu_flags", lambda: old_cpu)
+    with pytest.raises(rt.UnsupportedCPUError, match=r"this CPU lacks .*AVX2.*reinstall"):
+        BitNetRuntime(tiny_relu2).validate()
+    diag = BitNetRuntime(tiny_relu2).diagnostics()
+    assert "cpu_missing_features" in [p.code for p in diag.problems] and not diag.ok

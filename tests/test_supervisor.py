@@ -156,14 +156,17 @@ def test_shutdown_drains_then_cancels(runtime):
         with pytest.raises(SupervisorClosedError):
             await sup.generate("Hi")
 
-        sup = await RuntimeSupervisor(runtime, max_concurrency=1).start()
-        long = asyncio.create_task(sup.generate(LONG * 1, max_tokens=500))
+        sup = await RuntimeSupervisor(runtime, max_concurrency=1, max_queue=4).start()
+        long = asyncio.create_task(sup.generate(LONG, max_tokens=500))
+        queued = asyncio.create_task(sup.generate("Hello", max_tokens=4))
         await asyncio.sleep(0.05)
+        assert sup.queued == 1
         t0 = time.perf_counter()
         await sup.shutdown(grace=0.05)  # too short: the running request is cancelled
         assert time.perf_counter() - t0 < 2.0
-        result = await long
-        assert result.finish_reason == "abort"
+        assert (await long).finish_reason == "abort"
+        with pytest.raises(SupervisorClosedError, match=r"draining|closed"):
+            await queued  # never started: refused
 
     asyncio.run(main())
 

@@ -256,9 +256,7 @@ class RuntimeSupervisor:
 
     async def _acquire(self, deadline: float | None, t0: float) -> Model:
         if self._state != "running":
-            error = SupervisorClosedError(f"the supervisor is {self._state}; not taking requests")
-            self._record("rejected", t0, error)
-            raise error
+            raise self._refuse_closed(t0)
         assert self._free is not None
         if self._free.empty() and self._waiting >= self.max_queue:
             error = QueueFullError(
@@ -272,7 +270,7 @@ class RuntimeSupervisor:
             remaining = (
                 None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
             )
-            return await asyncio.wait_for(self._free.get(), remaining)
+            model = await asyncio.wait_for(self._free.get(), remaining)
         except asyncio.TimeoutError:
             error = DeadlineExceededError(
                 "the request's deadline passed while it waited for a slot"
@@ -281,6 +279,16 @@ class RuntimeSupervisor:
             raise error from None
         finally:
             self._waiting -= 1
+        if self._state != "running":
+            # Shutdown began while this request waited: it never started, so it is refused.
+            self._release(model)
+            raise self._refuse_closed(t0)
+        return model
+
+    def _refuse_closed(self, t0: float) -> SupervisorClosedError:
+        error = SupervisorClosedError(f"the supervisor is {self._state}; not taking requests")
+        self._record("rejected", t0, error)
+        return error
 
     def _release(self, model: Model) -> None:
         assert self._free is not None

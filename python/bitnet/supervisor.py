@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -175,24 +176,29 @@ class RuntimeSupervisor:
     ) -> GenerationResult:
         """Generate to the end; raises QueueFullError, DeadlineExceededError,
         SupervisorClosedError, or what the model raises for bad arguments."""
-        stream = self.stream(prompt, timeout=timeout, _result=True, **sampling)
         result: GenerationResult | None = None
-        async for item in stream:
-            if isinstance(item, GenerationResult):
-                result = item
+        async with contextlib.aclosing(self._run(prompt, timeout, sampling)) as items:
+            async for item in items:
+                if isinstance(item, GenerationResult):
+                    result = item
         assert result is not None
         return result
 
     async def stream(
-        self,
-        prompt: str | Sequence[int],
-        *,
-        timeout: float | None = None,
-        _result: bool = False,
-        **sampling: Any,
-    ) -> AsyncIterator[Any]:
+        self, prompt: str | Sequence[int], *, timeout: float | None = None, **sampling: Any
+    ) -> AsyncIterator[str]:
         """Yield text pieces as they are generated (same errors as :meth:`generate`).
-        Leaving the loop early, or cancelling the task, cancels the generation."""
+        Leaving the loop early (closing the stream), or cancelling the task, cancels the
+        generation."""
+        async with contextlib.aclosing(self._run(prompt, timeout, sampling)) as items:
+            async for item in items:
+                if isinstance(item, str):
+                    yield item
+
+    async def _run(
+        self, prompt: str | Sequence[int], timeout: float | None, sampling: dict[str, Any]
+    ) -> AsyncIterator[str | GenerationResult]:
+        """Text pieces, then the GenerationResult; records the outcome."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         timeout = self.timeout if timeout is None else timeout
@@ -233,8 +239,7 @@ class RuntimeSupervisor:
                     if value.finish_reason == "abort":
                         outcome = "abort"
                     self._speeds.append(value.timings.generation_tokens_per_second)
-                    if _result:
-                        yield value
+                    yield value
                     return
                 else:
                     outcome, error = "error", value

@@ -156,6 +156,75 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
 
+    srv = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server",
+        description="Serve /v1/completions, /v1/chat/completions, /v1/models, "
+        "/tokenize, /detokenize, /health, /ready and /metrics.",
+        epilog=_EPILOG,
+    )
+    srv.add_argument("-m", "--model", required=True, help="GGUF model file")
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    srv.add_argument("--port", type=int, default=8080)
+    srv.add_argument(
+        "--parallel",
+        "-np",
+        type=int,
+        default=1,
+        help="generations at once, each with its own KV cache (weights shared)",
+    )
+    srv.add_argument(
+        "--queue",
+        type=int,
+        default=16,
+        help="requests that may wait for a slot; beyond it: 503 with Retry-After",
+    )
+    srv.add_argument("-b", "--batch-size", type=int, default=512, help="prompt tokens per step")
+    srv.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
+    srv.add_argument("-t", "--threads", type=_threads, default="auto")
+    srv.add_argument("--threads-batch", type=_threads, default=None)
+    srv.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="per-request deadline in seconds (504 if nothing was sent yet)",
+    )
+    srv.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="accepted Bearer key (repeatable); /health and /ready stay open",
+    )
+    srv.add_argument("--api-key-file", default=None, help="file with one API key per line")
+    srv.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="larger request bodies get 413 (default 1 MiB)",
+    )
+    srv.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allowed CORS origin (repeatable; CORS is off without it)",
+    )
+    srv.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds running requests get to finish after SIGTERM",
+    )
+    srv.add_argument("--alias", default=None, help="model id reported by /v1/models")
+    srv.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="json",
+        help="access and event logs on stderr (default json lines)",
+    )
+    srv.set_defaults(func=_serve)
+
     gen = sub.add_parser(
         "generate-model",
         help="write a BitNet GGUF with random ternary weights (for tests and benchmarks)",
@@ -426,6 +495,49 @@ def _generate_model(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .server import ServerConfig, serve
+
+    keys = list(args.api_key)
+    if args.api_key_file:
+        keys += [
+            line.strip()
+            for line in Path(args.api_key_file).read_text().splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+    if args.parallel < 1:
+        raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
+    config = ServerConfig(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        parallel=args.parallel,
+        queue=args.queue,
+        batch_size=args.batch_size,
+        ctx_size=args.ctx_size,
+        threads=args.threads,
+        threads_batch=args.threads_batch,
+        timeout=args.timeout,
+        api_keys=keys,
+        max_body_bytes=args.max_body_bytes,
+        cors_origins=args.cors_origin,
+        grace=args.grace,
+        model_alias=args.alias,
+    )
+    from .runtime import BitNetRuntime
+
+    BitNetRuntime(
+        args.model,
+        threads=args.threads,
+        threads_batch=args.threads_batch,
+        n_ctx=args.ctx_size,
+        n_batch=args.batch_size,
+    ).validate()  # fail fast
+    return serve(config, log_format=args.log_format)
 
 
 def _result_dict(result: Any) -> dict[str, Any]:

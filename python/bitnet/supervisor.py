@@ -148,6 +148,13 @@ class RuntimeSupervisor:
     def queued(self) -> int:
         return self._waiting
 
+    @property
+    def model(self) -> Model:
+        """A loaded model, for tokenizer and chat-template work (never for generation)."""
+        if not self._models:
+            raise SupervisorClosedError(f"the supervisor is {self._state}; no model is loaded")
+        return self._models[0]
+
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop taking requests, let running ones finish for up to ``grace`` seconds, cancel
         the rest, wait for their worker threads to stop, and free the models."""
@@ -177,7 +184,9 @@ class RuntimeSupervisor:
         """Generate to the end; raises QueueFullError, DeadlineExceededError,
         SupervisorClosedError, or what the model raises for bad arguments."""
         result: GenerationResult | None = None
-        async with contextlib.aclosing(self._run(prompt, timeout, sampling)) as items:
+        async with contextlib.aclosing(
+            self.stream_with_result(prompt, timeout=timeout, **sampling)
+        ) as items:
             async for item in items:
                 if isinstance(item, GenerationResult):
                     result = item
@@ -190,15 +199,18 @@ class RuntimeSupervisor:
         """Yield text pieces as they are generated (same errors as :meth:`generate`).
         Leaving the loop early (closing the stream), or cancelling the task, cancels the
         generation."""
-        async with contextlib.aclosing(self._run(prompt, timeout, sampling)) as items:
+        async with contextlib.aclosing(
+            self.stream_with_result(prompt, timeout=timeout, **sampling)
+        ) as items:
             async for item in items:
                 if isinstance(item, str):
                     yield item
 
-    async def _run(
-        self, prompt: str | Sequence[int], timeout: float | None, sampling: dict[str, Any]
+    async def stream_with_result(
+        self, prompt: str | Sequence[int], *, timeout: float | None = None, **sampling: Any
     ) -> AsyncIterator[str | GenerationResult]:
-        """Text pieces, then the GenerationResult; records the outcome."""
+        """Like :meth:`stream`, then a last item: the :class:`GenerationResult` (finish reason,
+        usage, timings). Close it (``contextlib.aclosing``) when leaving early."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         timeout = self.timeout if timeout is None else timeout

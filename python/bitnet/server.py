@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -189,35 +189,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             allow_headers=["*"],
         )
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = request_id
-        t0 = time.perf_counter()
-        response = _check_auth(request, config) or _check_size(request, config)
-        if response is None:
-            response = await call_next(request)
-        response.headers["X-Request-ID"] = request_id
-        ACCESS_LOGGER.info(
-            "%s %s %s",
-            request.method,
-            request.url.path,
-            response.status_code,
-            extra={
-                "bitnet_event": {
-                    "event": "http_request",
-                    "request_id": request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "status": response.status_code,
-                    "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
-                    "client": request.client.host if request.client else None,
-                }
-            },
-        )
-        return response
+    app.add_middleware(_Guard, config=config)
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, exc: HTTPError) -> JSONResponse:
@@ -317,6 +289,57 @@ def _model_id(config: ServerConfig) -> str:
     from pathlib import Path
 
     return config.model_alias or Path(config.model).name
+
+
+class _Guard:
+    """Pure ASGI middleware (streams pass through untouched): request ids, API keys, body size
+    limit, JSON access log lines."""
+
+    def __init__(self, app: Any, config: ServerConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        early = _check_auth(request, self.config) or _check_size(request, self.config)
+        try:
+            await (early or self.app)(scope, receive, send_with_id)
+        finally:
+            ACCESS_LOGGER.info(
+                "%s %s %s",
+                request.method,
+                request.url.path,
+                status,
+                extra={
+                    "bitnet_event": {
+                        "event": "http_request",
+                        "request_id": request_id,
+                        "method": request.method,
+                        "path": request.url.path,
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - t0) * 1000, 3),
+                        "client": request.client.host if request.client else None,
+                    }
+                },
+            )
 
 
 def _check_auth(request: Request, config: ServerConfig) -> Response | None:

@@ -1,0 +1,300 @@
+"""The real server on a loopback port, driven by httpx and the official openai client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bitnet.testing import generate_model
+
+pytestmark = pytest.mark.slow  # starts server processes (still a few seconds each)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bitnet",
+                "serve",
+                "-m",
+                str(model),
+                "--port",
+                str(self.port),
+                "-t",
+                "1",
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not become healthy in 60 s")
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(self.url + "/metrics").text.splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+        raise KeyError(name)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc.communicate()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def deep_model(tmp_path_factory) -> Path:
+    # 24 layers: slow enough per token to observe requests in flight.
+    return generate_model(tmp_path_factory.mktemp("srv") / "deep.gguf", n_layer=24, seed=1)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_relu2) -> Iterator[Server]:
+    srv = Server(tiny_relu2, "--parallel", "2")
+    yield srv
+    assert srv.stop() == 0
+
+
+def test_openai_client_completions_and_chat(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused")
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny-relu2.gguf"]
+
+    done = client.completions.create(model="x", prompt="Hello", max_tokens=8, temperature=0, seed=1)
+    assert done.choices[0].finish_reason in ("stop", "length")
+    assert done.usage.completion_tokens <= 8 and done.usage.prompt_tokens == 2
+    streamed = client.completions.create(
+        model="x", prompt="Hello", max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == done.choices[0].text
+
+    messages = [{"role": "user", "content": "Hi there"}]
+    chat = client.chat.completions.create(model="x", messages=messages, max_tokens=6, temperature=0)
+    assert chat.choices[0].message.role == "assistant"
+    chunks = list(
+        client.chat.completions.create(
+            model="x", messages=messages, max_tokens=6, temperature=0, stream=True
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text == chat.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == chat.choices[0].finish_reason
+
+
+def test_stop_and_stream_end_marker(server):
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/completions",
+        json={"prompt": "Hello", "max_tokens": 5, "stream": True},
+    ) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    last = json.loads(lines[-2][6:])
+    assert last["choices"][0]["finish_reason"] in ("stop", "length") and "usage" in last
+
+
+def test_tokenize_detokenize_and_request_id(server):
+    r = httpx.post(
+        server.url + "/tokenize",
+        json={"content": "Hello world"},
+        headers={"X-Request-ID": "abc-123"},
+    )
+    assert r.status_code == 200 and r.headers["x-request-id"] == "abc-123"
+    tokens = r.json()["tokens"]
+    r = httpx.post(server.url + "/detokenize", json={"tokens": tokens[1:]})
+    assert r.json()["content"] == "Hello world"
+    assert httpx.get(server.url + "/health").headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"prompt": "Hi", "temperature": -1}', 422, "temperature"),
+        (b'{"prompt": ""}', 422, "prompt"),
+        (b'{"max_tokens": 3}', 422, "prompt: Field required"),
+        (b'{"prompt": "Hi", "max_tokens": 100000}', 400, "more than the context of 4096 tokens"),
+        (b'{"prompt": [1, 2, 99999]}', 400, "outside the vocabulary"),
+    ],
+)
+def test_bad_requests(server, body, status, message):
+    r = httpx.post(
+        server.url + "/v1/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+    assert "Traceback" not in r.text
+
+
+def test_body_too_large(server):
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "x" * (2 << 20)})
+    assert r.status_code == 413 and "limit is 1048576" in r.json()["error"]["message"]
+
+
+def test_bad_chat_role(server):
+    r = httpx.post(
+        server.url + "/v1/chat/completions", json={"messages": [{"role": "robot", "content": "x"}]}
+    )
+    assert r.status_code == 422
+
+
+def test_api_keys(tiny_relu2, tmp_path: Path):
+    key_file = tmp_path / "keys"
+    key_file.write_text("# keys\nfile-key\n")
+    srv = Server(tiny_relu2, "--api-key", "secret-1", "--api-key-file", str(key_file))
+    try:
+        body = {"prompt": "Hi", "max_tokens": 1}
+        assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 401
+        bad = httpx.post(
+            srv.url + "/v1/completions", json=body, headers={"Authorization": "Bearer nope"}
+        )
+        assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+        for key in ("secret-1", "file-key"):
+            ok = httpx.post(
+                srv.url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            )
+            assert ok.status_code == 200
+        assert httpx.get(srv.url + "/health").status_code == 200  # open for probes
+        assert httpx.get(srv.url + "/metrics").status_code == 401
+    finally:
+        assert srv.stop() == 0
+
+
+def test_queue_full_gives_503_with_retry_after(deep_model):
+    srv = Server(deep_model, "--parallel", "1", "--queue", "1")
+    try:
+        long = {"prompt": "the cat sat on the mat " * 60, "max_tokens": 40}
+        results: list[httpx.Response] = []
+
+        def call() -> None:
+            results.append(httpx.post(srv.url + "/v1/completions", json=long, timeout=120))
+
+        threads = [threading.Thread(target=call) for _ in range(5)]
+        for t in threads:
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        codes = sorted(r.status_code for r in results)
+        assert codes.count(200) >= 1 and codes.count(503) >= 2, codes
+        rejected = next(r for r in results if r.status_code == 503)
+        assert rejected.headers["retry-after"] == "1"
+        assert "retry later" in rejected.json()["error"]["message"]
+        assert srv.metric('bitnet_requests_total{endpoint="completions",outcome="rejected"}') >= 2
+    finally:
+        assert srv.stop() == 0
+
+
+def test_disconnect_frees_the_slot_and_health_stays_live(deep_model):
+    srv = Server(deep_model, "--parallel", "1")
+    try:
+        with httpx.stream(
+            "POST",
+            srv.url + "/v1/completions",
+            json={"prompt": "Hello", "max_tokens": 3000, "stream": True},
+            timeout=60,
+        ) as r:
+            lines = r.iter_lines()  # kept referenced: dropping it would close the connection
+            for line in lines:
+                if line.startswith("data: "):
+                    break
+            assert srv.metric("bitnet_in_flight") == 1
+            t0 = time.perf_counter()
+            assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+            assert time.perf_counter() - t0 < 1.0  # answered while generating
+        # Leaving the block hangs up in the middle of the stream.
+        deadline = time.monotonic() + 10
+        while srv.metric("bitnet_in_flight") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.metric("bitnet_in_flight") == 0
+        assert srv.metric('bitnet_requests_total{endpoint="completions",outcome="cancelled"}') == 1
+        # The slot works again.
+        assert (
+            httpx.post(
+                srv.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 2}
+            ).status_code
+            == 200
+        )
+    finally:
+        assert srv.stop() == 0
+
+
+def test_timeout_gives_504(deep_model):
+    srv = Server(deep_model, "--timeout", "0.3")
+    try:
+        r = httpx.post(
+            srv.url + "/v1/completions",
+            json={"prompt": "the cat sat on the mat " * 300, "max_tokens": 5},
+            timeout=60,
+        )
+        assert r.status_code == 504 and "deadline" in r.json()["error"]["message"]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_sigterm_drains_then_exits_0(deep_model):
+    srv = Server(deep_model, "--grace", "30")
+    received: list[str] = []
+
+    def stream() -> None:
+        with httpx.stream(
+            "POST",
+            srv.url + "/v1/completions",
+            json={"prompt": "Hello", "max_tokens": 400, "stream": True},
+            timeout=60,
+        ) as r:
+            received.extend(line for line in r.iter_lines() if line.startswith("data: "))
+
+    t = threading.Thread(target=stream)
+    t.start()
+    deadline = time.monotonic() + 10
+    while srv.metric("bitnet_in_flight") == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    ready = httpx.get(srv.url + "/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json()["reason"] == "draining"
+    refused = httpx.post(srv.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 1})
+    assert refused.status_code == 503
+    t.join(60)
+    assert received and received[-1] == "data: [DONE]"  # the in-flight request finished
+    assert srv.proc.wait(30) == 0
+    srv.stop()

@@ -298,3 +298,46 @@ def test_sigterm_drains_then_exits_0(deep_model):
     assert received and received[-1] == "data: [DONE]"  # the in-flight request finished
     assert srv.proc.wait(30) == 0
     srv.stop()
+
+
+def test_health_answers_during_a_long_prompt(deep_model):
+    srv = Server(deep_model, "--parallel", "1", "-b", "64")
+    try:
+        done: list[httpx.Response] = []
+        prompt = "the cat sat on the mat " * 300
+        t = threading.Thread(
+            target=lambda: done.append(
+                httpx.post(
+                    srv.url + "/v1/completions",
+                    json={"prompt": prompt, "max_tokens": 1},
+                    timeout=120,
+                )
+            )
+        )
+        t.start()
+        deadline = time.monotonic() + 10
+        while srv.metric("bitnet_in_flight") == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worst, checks = 0.0, 0
+        while not done and time.monotonic() < deadline:
+            t0 = time.perf_counter()
+            assert httpx.get(srv.url + "/health", timeout=5).status_code == 200
+            worst = max(worst, time.perf_counter() - t0)
+            checks += 1
+        t.join()
+        assert done[0].status_code == 200
+        assert checks >= 3 and worst < 1.0, (checks, worst)  # probed while the prompt ran
+    finally:
+        assert srv.stop() == 0
+
+
+def test_cors_is_off_unless_asked(server, tiny_relu2):
+    preflight = {"Origin": "https://example.org", "Access-Control-Request-Method": "POST"}
+    r = httpx.options(server.url + "/v1/completions", headers=preflight)
+    assert "access-control-allow-origin" not in r.headers
+    srv = Server(tiny_relu2, "--cors-origin", "https://example.org")
+    try:
+        r = httpx.options(srv.url + "/v1/completions", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "https://example.org"
+    finally:
+        assert srv.stop() == 0

@@ -1,6 +1,8 @@
 // GGUF metadata as a Python dict (bitnet._core.read_metadata).
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cctype>
 #include <string>
 
 #include "gguf_file.h"
@@ -75,9 +77,48 @@ py::object array(const gguf_context* ctx, int64_t id) {
   }
 }
 
+// ggml's own names ("q6_K", "tq2_0"), matched case-insensitively.
+ggml_type type_from_name(const std::string& name) {
+  auto lower = [](std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  for (int t = 0; t < GGML_TYPE_COUNT; ++t) {
+    const char* type_name = ggml_type_name(static_cast<ggml_type>(t));
+    if (type_name != nullptr && lower(name) == lower(type_name)) return static_cast<ggml_type>(t);
+  }
+  throw py::value_error("unknown ggml type '" + name + "'");
+}
+
 }  // namespace
 
 void register_gguf(py::module_& m) {
+  m.def(
+      "quantize_rows",
+      [](py::array_t<float, py::array::c_style | py::array::forcecast> rows, const std::string& type_name) {
+        if (rows.ndim() != 2) throw py::value_error("quantize_rows needs a 2-D float32 array (rows, columns)");
+        const ggml_type type = type_from_name(type_name);
+        const int64_t n_rows = rows.shape(0);
+        const int64_t n_cols = rows.shape(1);
+        const int64_t block = ggml_blck_size(type);
+        if (n_cols % block != 0) {
+          throw py::value_error("rows of " + std::to_string(n_cols) + " values cannot be split into " +
+                                type_name + " blocks of " + std::to_string(block));
+        }
+        if (ggml_quantize_requires_imatrix(type)) throw py::value_error(type_name + " needs an importance matrix");
+        const size_t row_bytes = ggml_row_size(type, n_cols);
+        py::array_t<uint8_t> out({static_cast<py::ssize_t>(n_rows), static_cast<py::ssize_t>(row_bytes)});
+        const float* src = rows.data();
+        uint8_t* dst = out.mutable_data();
+        {
+          py::gil_scoped_release release;  // both buffers stay alive and untouched by Python
+          ggml_quantize_chunk(type, src, dst, 0, n_rows, n_cols, nullptr);
+        }
+        return out;
+      },
+      py::arg("rows"), py::arg("type"),
+      "Quantize float32 rows to a ggml type (ggml's own quantizer), one row of bytes per row.");
+
   m.def(
       "read_metadata",
       [](const std::string& path) {

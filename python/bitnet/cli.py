@@ -225,6 +225,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=_serve)
 
+    ins = sub.add_parser(
+        "inspect",
+        help="show a GGUF file's metadata and tensor table",
+        description="Architecture, shapes, tensor types, tokenizer and chat "
+        "template of a GGUF file (official I2_S files included).",
+        epilog=_EPILOG,
+    )
+    ins.add_argument("path", help="GGUF file")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.set_defaults(func=_inspect)
+
+    conv = sub.add_parser(
+        "convert",
+        help="convert between BitNet GGUF layouts",
+        description="Official I2_S GGUF <-> the project's format (arch bitnet, "
+        "TQ2_0/TQ1_0). The output is written to DST.tmp and renamed at the end; "
+        "the input is never modified.",
+        epilog=_EPILOG,
+    )
+    conv.add_argument("src", help="input GGUF file")
+    conv.add_argument("dst", help="output GGUF file")
+    conv.add_argument(
+        "--type",
+        choices=["tq2_0", "tq1_0", "i2_s"],
+        default="tq2_0",
+        help="ternary tensor type of the output (default tq2_0)",
+    )
+    conv.add_argument(
+        "--embedding-type",
+        choices=["f16", "q8_0", "q6_k", "q4_0"],
+        default="f16",
+        help="type of token_embd/output (default f16, kept as it is)",
+    )
+    conv.add_argument("--force", action="store_true", help="overwrite an existing DST")
+    conv.set_defaults(func=_convert)
+
     gen = sub.add_parser(
         "generate-model",
         help="write a BitNet GGUF with random ternary weights (for tests and benchmarks)",
@@ -538,6 +574,87 @@ def _serve(args: argparse.Namespace) -> int:
         n_batch=args.batch_size,
     ).validate()  # fail fast
     return serve(config, log_format=args.log_format)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .convert import describe_tensor_type
+    from .gguf_io import read_gguf
+
+    g = read_gguf(args.path)
+    tensors = [
+        {
+            "name": t.name,
+            "type": describe_tensor_type(t.type),
+            "shape": list(t.shape),
+            "nbytes": t.nbytes,
+        }
+        for t in g.tensors
+    ]
+    if args.json:
+        metadata = {
+            k: (
+                v.value
+                if not isinstance(v.value, list) or len(v.value) <= 64
+                else {"array_length": len(v.value), "first": v.value[:8]}
+            )
+            for k, v in g.kv.items()
+        }
+        print(
+            json.dumps(
+                {
+                    "path": str(g.path),
+                    "gguf_version": g.version,
+                    "metadata": metadata,
+                    "tensors": tensors,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return EXIT_OK
+    arch = g.value("general.architecture", "?")
+    print(f"{g.path}: GGUF v{g.version}, architecture {arch}, {len(g.tensors)} tensors")
+    for key, kv in g.kv.items():
+        value = kv.value
+        if isinstance(value, list):
+            value = f"[{len(value)} items]"
+        elif isinstance(value, str) and (len(value) > 80 or "\n" in value):
+            value = repr(value[:77]) + "..."
+        print(f"  {key} = {value}")
+    types: dict[str, int] = {}
+    for t in tensors:
+        types[t["type"]] = types.get(t["type"], 0) + 1
+    print(f"tensor types: {types}")
+    print(f"  {'name':<32} {'type':<7} {'shape':<18} {'bytes':>12}")
+    for t in tensors:
+        shape = "x".join(map(str, t["shape"]))
+        print(f"  {t['name']:<32} {t['type']:<7} {shape:<18} {t['nbytes']:>12}")
+    return EXIT_OK
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+
+    if Path(args.src).is_dir():
+        raise ValueError(
+            f"'{args.src}' is a folder: converting Hugging Face checkpoints is not "
+            "supported yet; give a GGUF file"
+        )
+    if Path(args.dst).exists() and not args.force:
+        raise ValueError(f"'{args.dst}' exists; pass --force to overwrite it")
+    t0 = time.perf_counter()
+    out = convert(
+        args.src,
+        args.dst,
+        type=args.type,
+        embedding_type=args.embedding_type,
+        progress=sys.stderr.isatty(),
+    )
+    print(
+        f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.type}, embedding "
+        f"{args.embedding_type}) in {time.perf_counter() - t0:.1f} s"
+    )
+    return EXIT_OK
 
 
 def _result_dict(result: Any) -> dict[str, Any]:

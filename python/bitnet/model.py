@@ -145,8 +145,7 @@ class Model:
             )
         self.path = path
         self.seed = seed
-        self._core = _core.Model(
-            path,
+        options = dict(
             engine=engine,
             n_ctx=n_ctx,
             n_batch=n_batch,
@@ -154,6 +153,15 @@ class Model:
             n_threads_batch=n_threads_batch,
             use_mmap=use_mmap,
         )
+        try:
+            self._core = _core.Model(path, **options)
+        except ModelLoadError:
+            # ggml cannot read bitnet.cpp's I2_S type: run a cached TQ2_0 conversion instead.
+            from .convert import has_i2s, loadable_path
+
+            if not has_i2s(path):
+                raise
+            self._core = _core.Model(str(loadable_path(path)), **options)
         self._metadata: dict[str, Any] | None = None
 
     # -- properties -------------------------------------------------------------------------
@@ -179,7 +187,7 @@ class Model:
     def metadata(self) -> dict[str, Any]:
         """The GGUF key/value metadata (arrays as lists), read once on first use."""
         if self._metadata is None:
-            self._metadata = _core.read_metadata(self.path)
+            self._metadata = read_metadata(self.path)
         return self._metadata
 
     @property
@@ -400,6 +408,16 @@ def validate_sampling(
     if any(not isinstance(s, str) or not s for s in stops):
         raise ValueError("stop must be a non-empty string or a list of non-empty strings")
     return stops
+
+
+def read_metadata(path: str) -> dict[str, Any]:
+    """GGUF metadata with ggml's reader, or with bitnet's own for files ggml rejects (I2_S)."""
+    try:
+        return _core.read_metadata(path)
+    except ModelLoadError:
+        from .gguf_io import read_gguf
+
+        return {key: kv.value for key, kv in read_gguf(path).kv.items()}
 
 
 def _seed(seed: object) -> int:

@@ -414,9 +414,24 @@ class BitNetRuntime:
             raise ModelLoadError(
                 f"model file '{path}' is not readable by this user; fix its permissions"
             )
-        metadata = _core.read_metadata(path)
-        tensors = _core.read_tensor_info(path)
-        return metadata, tensors
+        try:
+            return _core.read_metadata(path), _core.read_tensor_info(path)
+        except ModelLoadError:
+            from .convert import describe_tensor_type
+            from .gguf_io import read_gguf
+
+            g = read_gguf(path)  # bitnet's own reader also knows I2_S; raises with the reason
+            tensors = [
+                {
+                    "name": t.name,
+                    "type": describe_tensor_type(t.type),
+                    "shape": list(t.shape),
+                    "offset": t.offset,
+                    "nbytes": t.nbytes,
+                }
+                for t in g.tensors
+            ]
+            return {k: kv.value for k, kv in g.kv.items()}, tensors
 
     def validate(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Everything that can be checked without loading weights; raises on the first error."""
@@ -767,6 +782,8 @@ def _kernel_description(engine: str, ternary: list[str]) -> str:
     simd = [
         f for f in compiled_cpu_features() if f in _X86_FEATURE_FLAGS or f in _ARM_FEATURE_FLAGS
     ]
+    if "i2_s" in ternary:  # ggml has no I2_S kernels: the file runs as a cached conversion
+        ternary = [("tq2_0 (cached conversion of I2_S)" if t == "i2_s" else t) for t in ternary]
     kinds = "/".join(t.upper() for t in ternary) or "no ternary tensors"
     graph = "BitNetEngine graph" if engine == "bitnet" else "libllama graph"
     return f"ggml {kinds} matmuls ({graph}; CPU backend built for {' '.join(simd) or 'baseline'})"

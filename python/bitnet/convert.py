@@ -1,0 +1,302 @@
+"""Conversions between BitNet GGUF layouts, and loading of Microsoft's official I2_S files.
+
+- I2_S (bitnet.cpp, arch ``bitnet-b1.58``/``bitnet-25``, GGML type 36) -> the project's format
+  (arch ``bitnet`` with ``bitnet.hidden_activation``, ternary tensors in TQ2_0 or TQ1_0,
+  ``tokenizer.ggml.pre`` filled in), with the embedding kept F16 or quantized (q8_0, q6_k, q4_0).
+- the project's format -> I2_S, a file bitnet.cpp accepts.
+
+I2_S -> TQ2_0 is lossless apart from rounding each tensor's scale to float16.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ModelLoadError
+from .gguf_io import I2_S, STRING, U32, GgufFile, KeyValue, TensorInfo, read_gguf, write_gguf
+
+__all__ = [
+    "cache_dir",
+    "convert",
+    "describe_tensor_type",
+    "has_i2s",
+    "i2s_pack",
+    "i2s_unpack",
+    "loadable_path",
+]
+
+log = logging.getLogger("bitnet.convert")
+
+TernaryType = Literal["tq2_0", "tq1_0", "i2_s"]
+EmbeddingType = Literal["f16", "q8_0", "q6_k", "q4_0"]
+BITNET_ARCHS = ("bitnet", "bitnet-b1.58", "bitnet-25")
+_TYPE_IDS = {
+    "f32": 0,
+    "f16": 1,
+    "q4_0": 2,
+    "q8_0": 8,
+    "q6_k": 14,
+    "tq1_0": 34,
+    "tq2_0": 35,
+    "i2_s": I2_S,
+}
+_TERNARY_IDS = {34, 35, I2_S}
+_FILE_TYPES = {"tq1_0": 36, "tq2_0": 37, "i2_s": 40}
+
+
+# -- I2_S ------------------------------------------------------------------------------------
+
+
+def i2s_unpack(data: np.ndarray, n: int) -> tuple[np.ndarray, float]:
+    """(ternary int8 values, scale) of an I2_S tensor of ``n`` weights (DESIGN.md layout:
+    blocks of 128 weights in 32 bytes, byte j holding weights j, 32+j, 64+j, 96+j from the high
+    bits down; code = weight + 1; a float32 scale in the first 4 bytes of the 32-byte tail)."""
+    if n % 128:
+        raise ValueError(f"I2_S needs a multiple of 128 weights, got {n}")
+    codes = np.asarray(data[: n // 4], dtype=np.uint8).reshape(-1, 32)
+    planes = [(codes >> shift) & 3 for shift in (6, 4, 2, 0)]
+    values = np.concatenate(planes, axis=1).reshape(n).astype(np.int8) - 1
+    if (values > 1).any():
+        raise ValueError("I2_S data holds code 3, which is not a ternary value")
+    scale = float(np.frombuffer(bytes(data[n // 4 : n // 4 + 4]), dtype="<f4")[0])
+    return values, scale
+
+
+def i2s_pack(values: np.ndarray, scale: float) -> np.ndarray:
+    """Inverse of :func:`i2s_unpack` (tail padding written as zeros)."""
+    values = np.asarray(values, dtype=np.int8).reshape(-1)
+    if values.size % 128:
+        raise ValueError(f"I2_S needs a multiple of 128 weights, got {values.size}")
+    codes = (values + 1).astype(np.uint8).reshape(-1, 4, 32)
+    packed = (codes[:, 0] << 6) | (codes[:, 1] << 4) | (codes[:, 2] << 2) | codes[:, 3]
+    tail = np.zeros(32, dtype=np.uint8)
+    tail[:4] = np.frombuffer(np.float32(scale).tobytes(), dtype=np.uint8)
+    return np.concatenate([packed.reshape(-1), tail])
+
+
+# -- tensors -----------------------------------------------------------------------------------
+
+
+def _dequantize(src: GgufFile, t: TensorInfo) -> np.ndarray:
+    """float32 rows (rows, row length) of any tensor type."""
+    data = src.data(t)
+    rows = t.n_elements // t.shape[0]
+    if t.type == I2_S:
+        values, scale = i2s_unpack(data, t.n_elements)
+        return (values.astype(np.float32) * np.float32(scale)).reshape(rows, t.shape[0])
+    import gguf
+
+    qtype = gguf.GGMLQuantizationType(t.type)
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return np.frombuffer(data, dtype="<f4").reshape(rows, t.shape[0])
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return np.frombuffer(data, dtype="<f2").astype(np.float32).reshape(rows, t.shape[0])
+    return gguf.quants.dequantize(np.asarray(data).reshape(rows, -1), qtype).reshape(
+        rows, t.shape[0]
+    )
+
+
+def _ternary(src: GgufFile, t: TensorInfo) -> tuple[np.ndarray, float]:
+    """Ternary values and one scale for a ternary tensor of any layout."""
+    if t.type == I2_S:
+        return i2s_unpack(src.data(t), t.n_elements)
+    w = _dequantize(src, t)
+    scale = float(np.abs(w).max())
+    values = np.sign(w).astype(np.int8)
+    nonzero = np.abs(w[w != 0])
+    if nonzero.size and not np.allclose(nonzero, scale, rtol=1e-3):
+        log.warning(
+            "tensor %s has different block scales; I2_S keeps one (%g), as bitnet.cpp does",
+            t.name,
+            scale,
+        )
+    return values.reshape(-1), scale
+
+
+def _quantize(rows: np.ndarray, type_name: str) -> np.ndarray:
+    from ._native import _core
+
+    return _core.quantize_rows(np.ascontiguousarray(rows, dtype=np.float32), type_name)
+
+
+# -- metadata ----------------------------------------------------------------------------------
+
+
+def _target_kv(src: GgufFile, ternary: TernaryType) -> dict[str, KeyValue]:
+    arch = str(src.value("general.architecture", ""))
+    if arch not in BITNET_ARCHS:
+        raise ModelLoadError(
+            f"'{src.path}' has architecture '{arch}'; bitnet convert handles "
+            f"{', '.join(BITNET_ARCHS)}"
+        )
+    activation = src.value(f"{arch}.hidden_activation", "silu" if arch == "bitnet" else "relu2")
+    to_arch = "bitnet-b1.58" if ternary == "i2_s" else "bitnet"
+    if ternary == "i2_s" and activation != "relu2":
+        raise ValueError(
+            f"'{src.path}' uses a {activation} FFN; I2_S files (arch bitnet-b1.58) "
+            "mean relu² to bitnet.cpp, so this model cannot be written as I2_S"
+        )
+    out: dict[str, KeyValue] = {}
+    for key, kv in src.kv.items():
+        if key == "general.alignment" or key == f"{arch}.hidden_activation":
+            continue
+        if key.startswith(arch + "."):
+            key = to_arch + key[len(arch) :]
+        out[key] = kv
+    out["general.architecture"] = KeyValue(STRING, to_arch)
+    out["general.file_type"] = KeyValue(U32, _FILE_TYPES[ternary])
+    if to_arch == "bitnet":
+        out["bitnet.hidden_activation"] = KeyValue(STRING, activation)
+    if "tokenizer.ggml.pre" not in out and src.value("tokenizer.ggml.model") == "gpt2":
+        out["tokenizer.ggml.pre"] = KeyValue(STRING, "llama-bpe")  # the Llama-3 tokenizer
+    return out
+
+
+# -- conversion --------------------------------------------------------------------------------
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    type: TernaryType = "tq2_0",
+    embedding_type: EmbeddingType = "f16",
+    progress: bool = False,
+) -> Path:
+    """Convert a BitNet GGUF (official I2_S or the project's format) to ``type``.
+
+    The output is written to ``dst + ".tmp"`` and renamed when complete; ``src`` is never
+    modified. Returns the output path.
+    """
+    if type not in ("tq2_0", "tq1_0", "i2_s"):
+        raise ValueError(f"type must be tq2_0, tq1_0 or i2_s, got {type!r}")
+    if embedding_type not in ("f16", "q8_0", "q6_k", "q4_0"):
+        raise ValueError(f"embedding_type must be f16, q8_0, q6_k or q4_0, got {embedding_type!r}")
+    if type == "i2_s" and embedding_type != "f16":
+        raise ValueError("I2_S files keep an F16 embedding (bitnet.cpp's layout)")
+    source = read_gguf(src)
+    dst = Path(dst)
+    if dst.resolve() == source.path.resolve():
+        raise ValueError("the output must not overwrite the input")
+    kv = _target_kv(source, type)
+    tensors: list[tuple[str, tuple[int, ...], int, Callable[[], Any]]] = []
+    for t in source.tensors:
+        tensors.append((t.name, t.shape, *_plan_tensor(source, t, type, embedding_type)))
+    tmp = dst.with_name(dst.name + ".tmp")
+    bar = _progress(len(tensors), progress)
+    t0 = time.perf_counter()
+
+    def counted(make: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            out = make()
+            bar()
+            return out
+
+        return run
+
+    try:
+        write_gguf(tmp, kv, [(n, s, ty, counted(make)) for n, s, ty, make in tensors])
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    log.info(
+        "converted %s -> %s (%s, embedding %s) in %.1f s",
+        source.path,
+        dst,
+        type,
+        embedding_type,
+        time.perf_counter() - t0,
+    )
+    return dst
+
+
+def _plan_tensor(
+    src: GgufFile, t: TensorInfo, ternary: TernaryType, embedding: EmbeddingType
+) -> tuple[int, Callable[[], Any]]:
+    rows = t.n_elements // t.shape[0]
+    if t.type in _TERNARY_IDS:
+        if ternary == "i2_s":
+            return I2_S, lambda: i2s_pack(*_ternary(src, t))
+        if t.type == I2_S:
+
+            def from_i2s() -> np.ndarray:
+                values, scale = i2s_unpack(src.data(t), t.n_elements)
+                dense = values.astype(np.float32).reshape(rows, t.shape[0]) * np.float32(scale)
+                return _quantize(dense, ternary)
+
+            return _TYPE_IDS[ternary], from_i2s
+        if t.type == _TYPE_IDS[ternary]:
+            return t.type, lambda: src.data(t)
+        return _TYPE_IDS[ternary], lambda: _quantize(_dequantize(src, t), ternary)
+    if t.name in ("token_embd.weight", "output.weight") and embedding != "f16":
+        return _TYPE_IDS[embedding], lambda: _quantize(_dequantize(src, t), embedding)
+    return t.type, lambda: src.data(t)
+
+
+def _progress(total: int, enabled: bool) -> Callable[[], None]:
+    if not enabled:
+        return lambda: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="tensor", desc="converting", leave=False)
+    return lambda: bar.update(1)
+
+
+# -- loading official files ------------------------------------------------------------------
+
+
+def has_i2s(path: str | os.PathLike[str]) -> bool:
+    try:
+        return any(t.type == I2_S for t in read_gguf(path).tensors)
+    except ModelLoadError:
+        return False
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("BITNET_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bitnet"
+    )
+    return Path(base) / "converted"
+
+
+def loadable_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself, or for an I2_S file a TQ2_0 conversion of it in the cache folder, keyed
+    by the file's identity (absolute path, size, modification time) and made on first use."""
+    path = Path(path)
+    if not has_i2s(path):
+        return path
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[
+        :16
+    ]
+    cached = cache_dir() / f"{path.stem}-{key}-tq2_0.gguf"
+    if cached.exists():
+        log.info("I2_S file %s: using the converted copy %s", path, cached)
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    log.warning(
+        "I2_S file %s: converting it once to TQ2_0 in %s (the original is not changed)",
+        path,
+        cached,
+    )
+    return convert(path, cached, type="tq2_0")
+
+
+def describe_tensor_type(ggml_type: int) -> str:
+    if ggml_type == I2_S:
+        return "i2_s"
+    import gguf
+
+    try:
+        return gguf.GGMLQuantizationType(ggml_type).name.lower()
+    except ValueError:
+        return f"type{ggml_type}"

@@ -782,9 +782,9 @@ def _kernel_description(engine: str, ternary: list[str]) -> str:
     simd = [
         f for f in compiled_cpu_features() if f in _X86_FEATURE_FLAGS or f in _ARM_FEATURE_FLAGS
     ]
-    if "i2_s" in ternary:  # ggml has no I2_S kernels: the file runs as a cached conversion
-        ternary = [("tq2_0 (cached conversion of I2_S)" if t == "i2_s" else t) for t in ternary]
     kinds = "/".join(t.upper() for t in ternary) or "no ternary tensors"
+    if "i2_s" in ternary:  # ggml has no I2_S kernels: the file runs as a cached conversion
+        kinds = "TQ2_0 (cached conversion of I2_S)"
     graph = "BitNetEngine graph" if engine == "bitnet" else "libllama graph"
     return f"ggml {kinds} matmuls ({graph}; CPU backend built for {' '.join(simd) or 'baseline'})"
 

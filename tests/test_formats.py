@@ -270,7 +270,7 @@ def test_cli_inspect_and_convert(official: Path, tmp_path: Path):
     proc = subprocess.run(
         [*run, "convert", str(tmp_path), str(tmp_path / "y.gguf")], capture_output=True, text=True
     )
-    assert proc.returncode == 2 and "Hugging Face checkpoints is not supported yet" in proc.stderr
+    assert proc.returncode == 3 and "lacks config.json" in proc.stderr
 
 
 def test_diagnostics_of_an_official_file(official: Path):

@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the input is never modified.",
         epilog=_EPILOG,
     )
-    conv.add_argument("src", help="input GGUF file")
+    conv.add_argument("src", help="input GGUF file, or a Hugging Face checkpoint folder")
     conv.add_argument("dst", help="output GGUF file")
     conv.add_argument(
         "--type",
@@ -635,11 +635,6 @@ def _inspect(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert
 
-    if Path(args.src).is_dir():
-        raise ValueError(
-            f"'{args.src}' is a folder: converting Hugging Face checkpoints is not "
-            "supported yet; give a GGUF file"
-        )
     if Path(args.dst).exists() and not args.force:
         raise ValueError(f"'{args.dst}' exists; pass --force to overwrite it")
     t0 = time.perf_counter()

@@ -130,7 +130,7 @@ def _quantize(rows: np.ndarray, type_name: str) -> np.ndarray:
 # -- metadata ----------------------------------------------------------------------------------
 
 
-def _target_kv(src: GgufFile, ternary: TernaryType) -> dict[str, KeyValue]:
+def _target_kv(src: GgufFile | _Header, ternary: TernaryType) -> dict[str, KeyValue]:
     arch = str(src.value("general.architecture", ""))
     if arch not in BITNET_ARCHS:
         raise ModelLoadError(
@@ -171,7 +171,8 @@ def convert(
     embedding_type: EmbeddingType = "f16",
     progress: bool = False,
 ) -> Path:
-    """Convert a BitNet GGUF (official I2_S or the project's format) to ``type``.
+    """Convert a BitNet GGUF (official I2_S or the project's format) or a Hugging Face
+    checkpoint folder (see :mod:`bitnet.hf`) to ``type``.
 
     The output is written to ``dst + ".tmp"`` and renamed when complete; ``src`` is never
     modified. Returns the output path.
@@ -182,14 +183,31 @@ def convert(
         raise ValueError(f"embedding_type must be f16, q8_0, q6_k or q4_0, got {embedding_type!r}")
     if type == "i2_s" and embedding_type != "f16":
         raise ValueError("I2_S files keep an F16 embedding (bitnet.cpp's layout)")
-    source = read_gguf(src)
     dst = Path(dst)
-    if dst.resolve() == source.path.resolve():
+    if dst.resolve() == Path(src).resolve():
         raise ValueError("the output must not overwrite the input")
-    kv = _target_kv(source, type)
     tensors: list[tuple[str, tuple[int, ...], int, Callable[[], Any]]] = []
-    for t in source.tensors:
-        tensors.append((t.name, t.shape, *_plan_tensor(source, t, type, embedding_type)))
+    if Path(src).is_dir():
+        from .hf import hf_checkpoint_tensors
+
+        names = {v: k for k, v in _TYPE_IDS.items()}
+        kv, tensors = hf_checkpoint_tensors(
+            Path(src),
+            _TYPE_IDS[type],
+            lambda rows, t: _quantize(rows, names[t]),
+            1 if embedding_type == "f16" else _TYPE_IDS[embedding_type],
+        )
+        if type == "i2_s":
+            kv = _target_kv(_Header(Path(src), kv), "i2_s")
+        else:
+            kv["general.file_type"] = KeyValue(U32, _FILE_TYPES[type])
+        source_path = Path(src)
+    else:
+        source = read_gguf(src)
+        kv = _target_kv(source, type)
+        for t in source.tensors:
+            tensors.append((t.name, t.shape, *_plan_tensor(source, t, type, embedding_type)))
+        source_path = source.path
     tmp = dst.with_name(dst.name + ".tmp")
     bar = _progress(len(tensors), progress)
     t0 = time.perf_counter()
@@ -210,13 +228,24 @@ def convert(
         raise
     log.info(
         "converted %s -> %s (%s, embedding %s) in %.1f s",
-        source.path,
+        source_path,
         dst,
         type,
         embedding_type,
         time.perf_counter() - t0,
     )
     return dst
+
+
+class _Header:
+    """The metadata part of a GgufFile, for checkpoints converted straight to I2_S."""
+
+    def __init__(self, path: Path, kv: dict[str, KeyValue]) -> None:
+        self.path, self.kv = path, kv
+
+    def value(self, key: str, default: Any = None) -> Any:
+        kv = self.kv.get(key)
+        return default if kv is None else kv.value
 
 
 def _plan_tensor(

@@ -62,10 +62,9 @@ def i2s_bytes(values: np.ndarray, scale: float, rng: np.random.Generator) -> byt
     )
 
 
-def write_official_i2s(path: Path, seed: int) -> Path:
+def write_official_i2s(path: Path, seed: int, arch: str = "bitnet-b1.58") -> Path:
     shape, vocab = SHAPES["tiny"], build_vocabulary()
     rng = np.random.default_rng(100 + seed)
-    arch = "bitnet-b1.58"
     kvs = [
         _kv("general.architecture", "str", arch),
         _kv("general.name", "str", "official-layout test"),
@@ -279,3 +278,13 @@ def test_diagnostics_of_an_official_file(official: Path):
     diag = BitNetRuntime(official).diagnostics()
     assert diag.ok and diag.model["tensor_types"]["i2_s"] == 14
     assert "cached conversion of I2_S" in diag.kernels["ternary"]
+
+
+def test_older_bitnet_25_architecture(tmp_path: Path, cache: Path):
+    path = write_official_i2s(tmp_path / "old.gguf", seed=8, arch="bitnet-25")
+    with bitnet.Model(path, n_ctx=128) as model:
+        tokens = model.tokenize(PROMPT)
+        assert rel_l2(model.logits(tokens), reference(8, tokens)) < TOLERANCE
+        eot = model.tokenize("<|eot_id|>", add_bos=False, special=True)[0]
+        assert model._native.is_end_of_generation(eot)
+        assert model._native.is_end_of_generation(model._native.eos)

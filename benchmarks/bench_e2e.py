@@ -25,6 +25,7 @@ from pathlib import Path
 import bitnet
 from bitnet._native import _core
 from bitnet.bench import generation_speed, prompt_speed, random_prompts
+from bitnet.convert import convert
 from bitnet.testing import generate_model
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / ".models" / "bitnet-2b4t-tq2_0.gguf"
@@ -105,6 +106,14 @@ def main() -> None:
     parser.add_argument(
         "--skip", nargs="*", default=[], choices=["bitnet", "llama", "llama-cpp-python"]
     )
+    parser.add_argument(
+        "--heads",
+        nargs="+",
+        default=["f16"],
+        choices=["f16", "q8_0", "q6_k", "q4_0"],
+        help="embedding/output head types to compare (others than the file's are converted "
+        "once next to it with `bitnet convert --embedding-type`)",
+    )
     args = parser.parse_args()
 
     path = args.model
@@ -120,32 +129,45 @@ def main() -> None:
         f"model: {path.name} ({size:.2f} GiB); CPU: {cpu_name()} ({os.cpu_count()} logical); "
         f"median of {args.repeats}; pp{args.pp}, tg{args.tg}"
     )
-    print(f"{'runner':<34} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
+    files = {"f16": path}
+    for head in args.heads:
+        if head != "f16":
+            files[head] = path.with_name(f"{path.stem}-{head}.gguf")
+            if not files[head].exists():
+                convert(path, files[head], type="tq2_0", embedding_type=head)
+    print(f"{'runner':<34} {'head':>5} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
     n_ctx = args.pp + args.tg + 8
     n_vocab = len(_core.read_metadata(str(path))["tokenizer.ggml.tokens"])
     prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats, n_vocab)
     for threads in args.threads:
-        runners: dict[str, BitNetRunner | LlamaCppPythonRunner] = {}
-        if "bitnet" not in args.skip:
-            runners["bitnet (BitNetEngine, ggml TQ2_0)"] = BitNetRunner(
-                path, "bitnet", threads, n_ctx
-            )
-        if "llama" not in args.skip:
-            runners["bitnet engine=llama (libllama)"] = BitNetRunner(path, "llama", threads, n_ctx)
-        if "llama-cpp-python" not in args.skip:
-            runners["llama-cpp-python 0.3.36"] = LlamaCppPythonRunner(path, threads, n_ctx)
-        pp: dict[str, list[float]] = {name: [] for name in runners}
-        tg: dict[str, list[float]] = {name: [] for name in runners}
+        runners: dict[tuple[str, str], BitNetRunner | LlamaCppPythonRunner] = {}
+        for head in args.heads:
+            file = files[head]
+            if "bitnet" not in args.skip:
+                runners["bitnet (BitNetEngine, ggml TQ2_0)", head] = BitNetRunner(
+                    file, "bitnet", threads, n_ctx
+                )
+            if "llama" not in args.skip:
+                runners["bitnet engine=llama (libllama)", head] = BitNetRunner(
+                    file, "llama", threads, n_ctx
+                )
+            if "llama-cpp-python" not in args.skip:
+                runners["llama-cpp-python 0.3.36", head] = LlamaCppPythonRunner(
+                    file, threads, n_ctx
+                )
+        pp: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
+        tg: dict[tuple[str, str], list[float]] = {key: [] for key in runners}
         # Interleaved, so that drift in the machine's speed touches every runner alike.
         for prompt in prompts:
             for name, runner in runners.items():
                 pp[name].append(runner.pp(prompt[: args.pp]))
                 tg[name].append(runner.tg(prompt, args.tg))
-        for name, runner in runners.items():
+        for (name, head), runner in runners.items():
             runner.close()
+            key = name, head
             print(
-                f"{name:<34} {threads:>7} {statistics.median(pp[name]):>9.2f} "
-                f"{statistics.median(tg[name]):>9.2f}",
+                f"{name:<34} {head:>5} {threads:>7} {statistics.median(pp[key]):>9.2f} "
+                f"{statistics.median(tg[key]):>9.2f}",
                 flush=True,
             )
 

@@ -10,6 +10,7 @@ namespace bitnet {
 void register_model(py::module_& m);
 void register_info(py::module_& m);
 void register_gguf(py::module_& m);
+void register_kernels(py::module_& m);
 }  // namespace bitnet
 
 PYBIND11_MODULE(_core, m) {
@@ -18,5 +19,6 @@ PYBIND11_MODULE(_core, m) {
   llama_backend_init();
   bitnet::register_info(m);
   bitnet::register_gguf(m);
+  bitnet::register_kernels(m);
   bitnet::register_model(m);
 }

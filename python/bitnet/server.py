@@ -464,8 +464,8 @@ def _sampling(body: _Sampling, tokens: list[int], n_ctx: int) -> dict[str, Any]:
     }
 
 
-async def _first_item(items: AsyncIterator[Any], request: Request) -> Any:
-    """The first item, abandoned (cancelling the generation) if the client goes away first."""
+async def _next_item(items: AsyncIterator[Any], request: Request) -> Any:
+    """The next item, abandoned (cancelling the generation) if the client goes away first."""
     task = asyncio.ensure_future(items.__anext__())
     while True:
         done, _ = await asyncio.wait({task}, timeout=0.1)
@@ -496,7 +496,12 @@ async def _generate(
     rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
     model_id = _model_id(state.config)
     try:
-        first = await _first_item(items, request)
+        # A non-streamed answer waits for the result; a stream only for its first piece, so
+        # that an error before anything was sent can still be an HTTP status.
+        item = await _next_item(items, request)
+        metrics.ttft.observe(time.perf_counter() - t0)
+        while not body.stream and not isinstance(item, GenerationResult):
+            item = await _next_item(items, request)
     except (QueueFullError, SupervisorClosedError) as exc:
         await items.aclose()
         metrics.requests.labels(endpoint, "rejected").inc()
@@ -504,16 +509,17 @@ async def _generate(
             503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
         ) from None
     except DeadlineExceededError as exc:
+        await items.aclose()
         metrics.requests.labels(endpoint, "timeout").inc()
         raise HTTPError(504, str(exc), "timeout") from None
     except ValueError as exc:
+        await items.aclose()
         metrics.requests.labels(endpoint, "error").inc()
         raise HTTPError(400, str(exc), "invalid_request_error") from None
     except asyncio.CancelledError:
         metrics.requests.labels(endpoint, "cancelled").inc()
         await items.aclose()
         return Response(status_code=499)
-    metrics.ttft.observe(time.perf_counter() - t0)
 
     def finished(result: GenerationResult) -> None:
         metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
@@ -525,23 +531,10 @@ async def _generate(
         ).inc()
 
     if not body.stream:
-        pieces: list[str] = []
-        item = first
-        try:
-            while not isinstance(item, GenerationResult):
-                pieces.append(item)
-                item = await _first_item(items, request)
-        except DeadlineExceededError as exc:
-            metrics.requests.labels(endpoint, "timeout").inc()
-            raise HTTPError(504, str(exc), "timeout") from None
-        except asyncio.CancelledError:
-            metrics.requests.labels(endpoint, "cancelled").inc()
-            await items.aclose()
-            return Response(status_code=499)
-        finally:
-            await items.aclose()
+        await items.aclose()
         finished(item)
         return JSONResponse(_full_response(rid, created, model_id, item, chat))
+    first = item
 
     async def events() -> AsyncIterator[str]:
         outcome = "cancelled"

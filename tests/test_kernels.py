@@ -104,3 +104,28 @@ def test_validation():
         K.pack(np.full((1, 128), 2, np.int8), 1.0)
     assert K.kernel_name() in ("i2s-avx2", "i2s-scalar")
     assert K.cpu_features()["avx2"] == bool(SIMD)
+
+
+def test_threads_calling_at_once():
+    import threading
+
+    rng = np.random.default_rng(3)
+    packed = K.quantize_weights(rng.standard_normal((512, 1024)).astype(np.float32))
+    x = rng.standard_normal((2, 1024)).astype(np.float32)
+    want = K.matmul(packed, x, n_threads=1)
+    results, errors = [], []
+
+    def call() -> None:
+        try:
+            for _ in range(20):
+                results.append(K.matmul(packed, x, n_threads=2))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 80
+    assert all(np.array_equal(r, want) for r in results)

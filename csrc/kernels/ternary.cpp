@@ -1,8 +1,8 @@
 #include "kernels/ternary.h"
 
+#include "kernels/thread_pool.h"
+
 #include <algorithm>
-#include <thread>
-#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -75,18 +75,12 @@ void gemm(const uint8_t* weights, int64_t rows, int64_t k, float w_scale, const 
       }
     }
   };
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_threads, rows)));
-  if (threads == 1) {
-    work(0, rows);
-    return;
-  }
-  std::vector<std::thread> pool;
-  const int64_t chunk = (rows + threads - 1) / threads;
-  for (int i = 0; i < threads; ++i) {
-    const int64_t r0 = i * chunk, r1 = std::min(rows, r0 + chunk);
-    if (r0 < r1) pool.emplace_back(work, r0, r1);
-  }
-  for (auto& th : pool) th.join();
+  // Chunks of rows, several per thread so that uneven thread speeds even out.
+  const int n_chunks = static_cast<int>(std::min<int64_t>(rows, std::max(1, n_threads) * 4));
+  const int64_t chunk = (rows + n_chunks - 1) / n_chunks;
+  ThreadPool::instance().run(n_chunks, n_threads, [&](int i) {
+    work(i * chunk, std::min(rows, (i + 1) * chunk));
+  });
 }
 
 }  // namespace bitnet::kernels

@@ -13,7 +13,8 @@ namespace bitnet::kernels {
 
 constexpr int kBlock = 128;  // weights per 32-byte block
 
-// sum_k w[r][k] * x[k] for one packed row, in exact integer arithmetic.
+// sum_k code[r][k] * x[k] for one packed row (codes are w + 1), in exact integer arithmetic;
+// the caller subtracts sum_k x[k], computed once per token, to get sum_k w[r][k] * x[k].
 using RowDot = int32_t (*)(const uint8_t* row, const int8_t* x, int64_t k);
 
 int32_t row_dot_scalar(const uint8_t* row, const int8_t* x, int64_t k);

@@ -27,10 +27,10 @@ __all__ = [
     "cache_dir",
     "convert",
     "describe_tensor_type",
-    "has_i2s",
     "i2s_pack",
     "i2s_unpack",
     "loadable_path",
+    "read_tables",
 ]
 
 log = logging.getLogger("bitnet.convert")
@@ -283,11 +283,26 @@ def _progress(total: int, enabled: bool) -> Callable[[], None]:
 # -- loading official files ------------------------------------------------------------------
 
 
-def has_i2s(path: str | os.PathLike[str]) -> bool:
+def read_tables(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metadata, tensor table) of a GGUF file: ggml's reader, or bitnet's own for the files
+    ggml rejects (I2_S). Raises ModelLoadError with the reason."""
+    from ._native import _core
+
     try:
-        return any(t.type == I2_S for t in read_gguf(path).tensors)
+        return _core.read_metadata(str(path)), _core.read_tensor_info(str(path))
     except ModelLoadError:
-        return False
+        g = read_gguf(path)  # also knows I2_S; raises with the reason
+        tensors = [
+            {
+                "name": t.name,
+                "type": describe_tensor_type(t.type),
+                "shape": list(t.shape),
+                "offset": t.offset,
+                "nbytes": t.nbytes,
+            }
+            for t in g.tensors
+        ]
+        return {k: kv.value for k, kv in g.kv.items()}, tensors
 
 
 def cache_dir() -> Path:
@@ -301,16 +316,19 @@ def loadable_path(path: str | os.PathLike[str]) -> Path:
     """``path`` itself, or for an I2_S file a TQ2_0 conversion of it in the cache folder, keyed
     by the file's identity (absolute path, size, modification time) and made on first use."""
     path = Path(path)
-    if not has_i2s(path):
-        return path
     st = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[
         :16
     ]
     cached = cache_dir() / f"{path.stem}-{key}-tq2_0.gguf"
-    if cached.exists():
+    if cached.exists():  # only I2_S files are ever converted here
         log.info("I2_S file %s: using the converted copy %s", path, cached)
         return cached
+    try:
+        if not any(t.type == I2_S for t in read_gguf(path).tensors):
+            return path
+    except ModelLoadError:
+        return path
     cached.parent.mkdir(parents=True, exist_ok=True)
     log.warning(
         "I2_S file %s: converting it once to TQ2_0 in %s (the original is not changed)",

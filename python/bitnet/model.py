@@ -6,6 +6,7 @@ import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -157,11 +158,12 @@ class Model:
             self._core = _core.Model(path, **options)
         except ModelLoadError:
             # ggml cannot read bitnet.cpp's I2_S type: run a cached TQ2_0 conversion instead.
-            from .convert import has_i2s, loadable_path
+            from .convert import loadable_path
 
-            if not has_i2s(path):
+            converted = loadable_path(path)
+            if converted == Path(path):
                 raise
-            self._core = _core.Model(str(loadable_path(path)), **options)
+            self._core = _core.Model(str(converted), **options)
         self._metadata: dict[str, Any] | None = None
 
     # -- properties -------------------------------------------------------------------------
@@ -187,7 +189,9 @@ class Model:
     def metadata(self) -> dict[str, Any]:
         """The GGUF key/value metadata (arrays as lists), read once on first use."""
         if self._metadata is None:
-            self._metadata = read_metadata(self.path)
+            from .convert import read_tables
+
+            self._metadata = read_tables(self.path)[0]
         return self._metadata
 
     @property
@@ -408,16 +412,6 @@ def validate_sampling(
     if any(not isinstance(s, str) or not s for s in stops):
         raise ValueError("stop must be a non-empty string or a list of non-empty strings")
     return stops
-
-
-def read_metadata(path: str) -> dict[str, Any]:
-    """GGUF metadata with ggml's reader, or with bitnet's own for files ggml rejects (I2_S)."""
-    try:
-        return _core.read_metadata(path)
-    except ModelLoadError:
-        from .gguf_io import read_gguf
-
-        return {key: kv.value for key, kv in read_gguf(path).kv.items()}
 
 
 def _seed(seed: object) -> int:

@@ -414,24 +414,9 @@ class BitNetRuntime:
             raise ModelLoadError(
                 f"model file '{path}' is not readable by this user; fix its permissions"
             )
-        try:
-            return _core.read_metadata(path), _core.read_tensor_info(path)
-        except ModelLoadError:
-            from .convert import describe_tensor_type
-            from .gguf_io import read_gguf
+        from .convert import read_tables
 
-            g = read_gguf(path)  # bitnet's own reader also knows I2_S; raises with the reason
-            tensors = [
-                {
-                    "name": t.name,
-                    "type": describe_tensor_type(t.type),
-                    "shape": list(t.shape),
-                    "offset": t.offset,
-                    "nbytes": t.nbytes,
-                }
-                for t in g.tensors
-            ]
-            return {k: kv.value for k, kv in g.kv.items()}, tensors
+        return read_tables(path)
 
     def validate(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Everything that can be checked without loading weights; raises on the first error."""

@@ -12,10 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,48 +20,7 @@ from pathlib import Path
 import httpx
 
 from bitnet.testing import generate_model
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(model: Path, parallel: int, threads: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bitnet",
-            "serve",
-            "-m",
-            str(model),
-            "--port",
-            str(port),
-            "--parallel",
-            str(parallel),
-            "-t",
-            str(threads),
-            "--queue",
-            "64",
-            "-c",
-            "512",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(1200):
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start")
+from bitnet.testing.server import ServerProcess
 
 
 async def load(url: str, clients: int, requests: int, max_tokens: int) -> tuple[float, list[float]]:
@@ -116,7 +72,18 @@ def main() -> None:
         )
         print(f"{'parallel':>8} {'clients':>7} {'req/s':>8} {'p50 s':>8} {'p95 s':>8}")
         for parallel in args.parallel:
-            proc, url = start(model, parallel, max(1, cores // parallel))
+            server = ServerProcess(
+                model,
+                "--parallel",
+                str(parallel),
+                "-t",
+                str(max(1, cores // parallel)),
+                "--queue",
+                "64",
+                "-c",
+                "512",
+            )
+            url = server.url
             try:
                 asyncio.run(load(url, 1, 2, args.max_tokens))  # warm-up
                 for clients in args.clients:
@@ -128,8 +95,7 @@ def main() -> None:
                         flush=True,
                     )
             finally:
-                proc.terminate()
-                proc.wait(60)
+                server.stop()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from . import events
 from ._native import _core
 from .errors import BitNetError, ModelLoadError
-from .model import MAX_CONTEXT, MAX_THREADS, GenerationResult, Model, validate_sampling
+from .model import MAX_CONTEXT, MAX_THREADS, GenerationResult, Model
 
 __all__ = [
     "BitNetRuntime",
@@ -578,18 +578,7 @@ def run_generation(model: Model, call: Any, sampling: Mapping[str, Any]) -> Gene
     t0 = time.perf_counter()
     params = {"model": model.path, **{k: v for k, v in sampling.items() if k != "stop"}}
     try:
-        validate_sampling(
-            **{
-                "max_tokens": sampling.get("max_tokens", 0),
-                "temperature": sampling.get("temperature", 0.0),
-                "top_p": sampling.get("top_p", 1.0),
-                "top_k": sampling.get("top_k", 0),
-                "min_p": sampling.get("min_p", 0.0),
-                "repeat_penalty": sampling.get("repeat_penalty", 1.0),
-                "stop": sampling.get("stop"),
-            }
-        )
-        result = call()
+        result = call()  # the model validates the sampling arguments itself
     except KeyboardInterrupt as exc:
         events.emit(
             "generation", outcome="cancelled", duration_ms=_ms(t0), params=params, error=exc

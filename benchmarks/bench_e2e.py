@@ -1,7 +1,7 @@
 """End-to-end speed: prompt processing (pp) and generation (tg) tokens/s.
 
-bitnet (BitNetEngine, and libllama through engine="llama") next to llama-cpp-python running the
-same file in this same script. Random token prompts; every figure is the median of --repeats
+bitnet (BitNetEngine with ggml's TQ2_0 matmuls and with our own kernels, and libllama through
+engine="llama") next to llama-cpp-python running the same file in this same script. Random token prompts; every figure is the median of --repeats
 runs. On a file of arch ``bitnet`` the pinned llama.cpp uses a SiLU FFN instead of relu²: the
 text differs, the amount of work is the same.
 
@@ -44,10 +44,18 @@ def cpu_name() -> str:
 class BitNetRunner:
     """bitnet.Model; the engine's own timings exclude sampling and Python."""
 
-    def __init__(self, path: Path, engine: str, threads: int, n_ctx: int) -> None:
+    def __init__(
+        self, path: Path, engine: str, threads: int, n_ctx: int, kernels: str = "auto"
+    ) -> None:
         self.model = bitnet.Model(
-            path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, engine=engine
+            path,
+            n_ctx=n_ctx,
+            n_threads=threads,
+            n_threads_batch=threads,
+            engine=engine,
+            kernels=kernels,  # type: ignore[arg-type]
         )
+        self.kernels = self.model.kernels
         self.model.generate([300, 301], max_tokens=2, temperature=0)  # page the weights in
 
     def pp(self, prompt: list[int]) -> float:
@@ -62,6 +70,8 @@ class BitNetRunner:
 
 class LlamaCppPythonRunner:
     """llama_cpp.Llama.eval: decode only, like the engine timings above."""
+
+    kernels = "ggml"
 
     def __init__(self, path: Path, threads: int, n_ctx: int) -> None:
         from llama_cpp import Llama
@@ -114,6 +124,13 @@ def main() -> None:
         help="embedding/output head types to compare (others than the file's are converted "
         "once next to it with `bitnet convert --embedding-type`)",
     )
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        default=["ggml", "bitnet"],
+        choices=["ggml", "bitnet"],
+        help="BitNetEngine's ternary matmuls: ggml's TQ2_0 path and/or ours",
+    )
     args = parser.parse_args()
 
     path = args.model
@@ -135,7 +152,9 @@ def main() -> None:
             files[head] = path.with_name(f"{path.stem}-{head}.gguf")
             if not files[head].exists():
                 convert(path, files[head], type="tq2_0", embedding_type=head)
-    print(f"{'runner':<34} {'head':>5} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
+    print(
+        f"{'runner':<32} {'kernels':<14} {'head':>5} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}"
+    )
     n_ctx = args.pp + args.tg + 8
     n_vocab = len(_core.read_metadata(str(path))["tokenizer.ggml.tokens"])
     prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats, n_vocab)
@@ -144,9 +163,10 @@ def main() -> None:
         for head in args.heads:
             file = files[head]
             if "bitnet" not in args.skip:
-                runners["bitnet (BitNetEngine, ggml TQ2_0)", head] = BitNetRunner(
-                    file, "bitnet", threads, n_ctx
-                )
+                for kernels in args.kernels:
+                    runners[f"bitnet BitNetEngine/{kernels}", head] = BitNetRunner(
+                        file, "bitnet", threads, n_ctx, kernels
+                    )
             if "llama" not in args.skip:
                 runners["bitnet engine=llama (libllama)", head] = BitNetRunner(
                     file, "llama", threads, n_ctx
@@ -166,8 +186,8 @@ def main() -> None:
             runner.close()
             key = name, head
             print(
-                f"{name:<34} {head:>5} {threads:>7} {statistics.median(pp[key]):>9.2f} "
-                f"{statistics.median(tg[key]):>9.2f}",
+                f"{name.split('/')[0]:<32} {runner.kernels:<14} {head:>5} {threads:>7} "
+                f"{statistics.median(pp[key]):>9.2f} {statistics.median(tg[key]):>9.2f}",
                 flush=True,
             )
 

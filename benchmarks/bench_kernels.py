@@ -1,9 +1,15 @@
-"""Ternary kernels: bitnet.kernels GEMV/GEMM vs numpy float32 matmul on the 2B-4T shapes.
+"""Ternary kernels: ours vs ggml's TQ2_0 path vs numpy float32, on the 2B-4T matrix shapes.
 
-Prints median time, GFLOP-equivalent/s (2*rows*k per token) and weight GB/s, with the
-machine's memory read bandwidth (numpy sum over 1 GiB) as the roofline.
+For GEMV (one token) and GEMM (--batch tokens) at each thread count, prints the median time,
+GFLOP-equivalent/s (2*rows*k per token), weight GB/s and, for GEMV, the share of the machine's
+read bandwidth (measured here by summing 1 GiB on that many threads: the roofline of a
+memory-bound GEMV). Our kernels and ggml read the same TQ2_0 bytes (what the engine maps from
+the file); ggml runs through the same libggml the engine links, with a persistent thread pool.
 
-    python benchmarks/bench_kernels.py [--threads 1 2] [--repeats 7]
+    python benchmarks/bench_kernels.py [--threads 1 2] [--batch 128] [--repeats 7]
+
+Matrices this small sit in the last-level cache between repeats; --cold cycles through enough
+copies to read each one from memory, as generation does.
 """
 
 from __future__ import annotations
@@ -15,22 +21,24 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's pool would compete
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 import bitnet.kernels as K
+from bitnet._native import _core
 
 SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 
 
-def median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], repeats: int, per_call: int = 1) -> float:
     fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / per_call)
     return statistics.median(times)
 
 
@@ -39,32 +47,63 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="GEMV over 64 MiB+ of copies per call, so weights come from memory",
+    )
     args = parser.parse_args()
-    big = np.ones(1 << 28, np.float32)
-    bandwidth = big.nbytes / median_seconds(big.sum, 3) / 1e9
-    print(f"kernel {K.kernel_name()}; memory read bandwidth ~{bandwidth:.1f} GB/s (numpy sum)")
-    print(f"{'shape':>11} {'n':>4} {'thr':>3} {'runner':>8} {'ms':>9} {'GFLOP/s':>9} {'w GB/s':>7}")
+    roofline = {t: _core.memory_read_bandwidth(1 << 30, t, 3) for t in args.threads}
+    print(
+        f"our kernel: {K.kernel_name()} (available: {', '.join(K.available_kernels())}); "
+        "read bandwidth "
+        + ", ".join(f"{roofline[t]:.1f} GB/s at {t} thread(s)" for t in args.threads)
+    )
+    print(
+        f"{'shape':>11} {'n':>4} {'thr':>3} {'runner':>7} {'ms':>9} {'GFLOP/s':>8} "
+        f"{'w GB/s':>7} {'roof%':>6}"
+    )
     rng = np.random.default_rng(0)
     for rows, k in SHAPES:
         w = rng.standard_normal((rows, k)).astype(np.float32)
-        packed = K.quantize_weights(w)
+        packed = K.quantize_weights(w, layout="tq2_0")
+        copies = 1
+        if args.cold:
+            copies = max(1, (64 << 20) // packed.data.nbytes + 1)
+        mats = [packed] + [
+            K.PackedTernary(packed.data.copy(), packed.scale, packed.shape, "tq2_0")
+            for _ in range(copies - 1)
+        ]
+        ggml = [_core.GgmlTernaryMatmul(m.data, k) for m in mats]
         dense = K.dequantize(packed)
         for n in (1, args.batch):
             x = rng.standard_normal((n, k)).astype(np.float32)
+            per_call = len(mats) if n == 1 else 1
             for threads in args.threads:
-                runs = {
+                runs: dict[str, tuple[Callable[[], object], int]] = {
                     "bitnet": (
-                        lambda p=packed, x=x, t=threads: K.matmul(p, x, n_threads=t),
+                        lambda x=x, t=threads, n=n: [
+                            K.matmul(m, x, n_threads=t) for m in (mats if n == 1 else mats[:1])
+                        ],
+                        packed.data.nbytes,
+                    ),
+                    "ggml": (
+                        lambda x=x, t=threads, n=n: [
+                            g.run(x, t) for g in (ggml if n == 1 else ggml[:1])
+                        ],
                         packed.data.nbytes,
                     ),
                     "numpy": (lambda x=x, d=dense: x @ d.T, dense.nbytes),
                 }
                 with threadpool_limits(threads):
                     for name, (fn, nbytes) in runs.items():
-                        s = median_seconds(fn, args.repeats)
+                        calls = per_call if name != "numpy" else 1
+                        s = median_seconds(fn, args.repeats, calls)
+                        gbs = nbytes / s / 1e9
+                        roof = f"{100 * gbs / roofline[threads]:>5.0f}%" if n == 1 else ""
                         print(
-                            f"{rows:>5}x{k:<5} {n:>4} {threads:>3} {name:>8} {s * 1e3:>9.3f} "
-                            f"{2 * rows * k * n / s / 1e9:>9.1f} {nbytes / s / 1e9:>7.2f}",
+                            f"{rows:>5}x{k:<5} {n:>4} {threads:>3} {name:>7} {s * 1e3:>9.3f} "
+                            f"{2 * rows * k * n / s / 1e9:>8.1f} {gbs:>7.2f} {roof:>6}",
                             flush=True,
                         )
 

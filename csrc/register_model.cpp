@@ -127,7 +127,7 @@ void register_model(py::module_& m) {
 
   py::class_<Model>(m, "Model", "A loaded GGUF model: engine, KV cache and vocabulary.")
       .def(py::init([](const std::string& path, const std::string& engine, int n_ctx, int n_batch, int n_threads,
-                       int n_threads_batch, bool use_mmap) {
+                       int n_threads_batch, bool use_mmap, const std::string& kernels) {
              model::ModelOptions options;
              options.engine = engine;
              options.config.n_ctx = n_ctx;
@@ -135,14 +135,16 @@ void register_model(py::module_& m) {
              options.config.n_threads = n_threads;
              options.config.n_threads_batch = n_threads_batch;
              options.config.use_mmap = use_mmap;
+             options.config.kernels = kernels;
              return std::make_unique<Model>(path, options);
            }),
            py::arg("path"), py::kw_only(), py::arg("engine"), py::arg("n_ctx"), py::arg("n_batch"),
-           py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"),
+           py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"),
            // Loading reads only native state; log lines re-acquire the GIL themselves.
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("path", &Model::path)
       .def_property_readonly("engine", &Model::engine_name)
+      .def_property_readonly("kernels", &Model::kernels)
       .def_property_readonly("architecture", &Model::architecture)
       .def_property_readonly("n_ctx", &Model::n_ctx)
       .def_property_readonly("n_vocab", &Model::n_vocab)

@@ -8,7 +8,7 @@ import pytest
 import bitnet.kernels as K
 from bitnet._native import _core
 
-SIMD = ["avx2"] if _core.cpu_has_avx2() else []
+SIMD = [name for name in K.available_kernels() if name != "scalar"]
 
 
 def numpy_dot(values: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -16,21 +16,44 @@ def numpy_dot(values: np.ndarray, q: np.ndarray) -> np.ndarray:
     return q.astype(np.int64) @ values.astype(np.int64).T
 
 
+def pack_i2s(values: np.ndarray) -> np.ndarray:
+    """The test's own I2_S packer: per 128 weights 32 bytes, byte j = codes of j, 32+j, 64+j,
+    96+j from the high bits down, code = w + 1."""
+    rows, k = values.shape
+    codes = (values.astype(np.int64) + 1).reshape(rows, k // 128, 4, 32)
+    packed = (codes[:, :, 0] << 6) | (codes[:, :, 1] << 4) | (codes[:, :, 2] << 2) | codes[:, :, 3]
+    return packed.reshape(rows, k // 4).astype(np.uint8)
+
+
+def pack_tq2(values: np.ndarray, d: float) -> np.ndarray:
+    """The test's own TQ2_0 packer (ggml's block_tq2_0): per 256 weights qs[64] then fp16 d;
+    qs[32 * j + m] holds weight 128 * j + 32 * n + m at bits 2n."""
+    rows, k = values.shape
+    codes = (values.astype(np.int64) + 1).reshape(rows, k // 256, 2, 4, 32)
+    qs = sum(codes[:, :, :, n] << (2 * n) for n in range(4)).reshape(rows, k // 256, 64)
+    scale = np.full((rows, k // 256, 1), np.float16(d)).view(np.uint8).reshape(rows, k // 256, 2)
+    return np.concatenate([qs.astype(np.uint8), scale], axis=2).reshape(rows, -1)
+
+
+@pytest.mark.parametrize("layout", ["i2_s", "tq2_0"])
 @pytest.mark.parametrize("kernel", ["scalar", *SIMD])
 @pytest.mark.parametrize(
-    ("rows", "k", "case"),
+    ("rows", "k", "n", "case"),
     [
-        (1, 128, "random"),
-        (7, 256, "random"),
-        (33, 2560, "random"),
-        (5, 640, "all+1"),
-        (5, 640, "all-1"),
-        (3, 1280, "extreme"),
-        (6, 128, "zeros"),
+        (1, 256, 1, "random"),
+        (7, 256, 3, "random"),
+        (33, 2560, 1, "random"),
+        (33, 2560, 5, "random"),
+        (5, 768, 2, "all+1"),
+        (5, 768, 2, "all-1"),
+        (3, 1280, 3, "extreme"),
+        (6, 256, 2, "zeros"),
+        (9, 6912, 4, "random"),
+        (4, 4096 + 256, 1, "extreme"),  # long rows: 16-bit partial sums flushed in time
     ],
 )
-def test_kernels_are_exact(kernel, rows, k, case):
-    rng = np.random.default_rng(rows * k)
+def test_kernels_are_exact(layout, kernel, rows, k, n, case):
+    rng = np.random.default_rng(rows * k + n)
     if case == "all+1":
         values = np.ones((rows, k), np.int8)
     elif case == "all-1":
@@ -40,14 +63,42 @@ def test_kernels_are_exact(kernel, rows, k, case):
     else:
         values = rng.integers(-1, 2, (rows, k)).astype(np.int8)
     if case in ("all+1", "all-1", "extreme"):
-        q = np.where(rng.random((3, k)) < 0.5, 127, -127).astype(np.int8)
+        q = np.where(rng.random((n, k)) < 0.5, 127, -127).astype(np.int8)
+        if case == "extreme":
+            q[:, : k // 2] = 127
+            values[:, : k // 2] = 1
     else:
-        q = rng.integers(-127, 128, (3, k)).astype(np.int8)
-    packed = K.pack(values, 0.5)
-    scales = np.array([1.0, 0.25, 2.0], np.float32)
-    y = _core.ternary_gemm(packed.data, k, 0.5, q, scales, 2, kernel)
-    want = numpy_dot(values, q) * 0.5 * scales[:, None]
+        q = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    data = pack_i2s(values) if layout == "i2_s" else pack_tq2(values, 0.5)
+    scales = np.array([1.0, 0.25, 2.0, 0.5, 4.0][:n], np.float32)
+    sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
+    y = _core.ternary_gemm(data, k, layout, 0.5, q, scales, sums, 2, kernel)
+    want = numpy_dot(values, q).astype(np.float64) * 0.5 * scales[:, None]
     np.testing.assert_array_equal(y, want.astype(np.float32))
+
+
+def test_i2s_kernel_takes_odd_group_counts():
+    rng = np.random.default_rng(5)
+    values = rng.integers(-1, 2, (5, 384)).astype(np.int8)  # 3 groups of 128
+    q = rng.integers(-127, 128, (2, 384)).astype(np.int8)
+    sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
+    for kernel in ["scalar", *SIMD]:
+        y = _core.ternary_gemm(pack_i2s(values), 384, "i2_s", 1.0, q, np.ones(2, np.float32), sums, 1, kernel)
+        np.testing.assert_array_equal(y, numpy_dot(values, q).astype(np.float32))
+
+
+def test_layout_conversion_round_trips():
+    rng = np.random.default_rng(6)
+    values = rng.integers(-1, 2, (3, 512)).astype(np.int8)
+    i2s = K.pack(values, 0.3)
+    np.testing.assert_array_equal(i2s.data, pack_i2s(values))
+    tq2 = K.convert_layout(i2s, "tq2_0")
+    np.testing.assert_array_equal(tq2.data, pack_tq2(values, 0.3))
+    assert tq2.scale == float(np.float16(0.3))
+    back = K.convert_layout(tq2, "i2_s")
+    np.testing.assert_array_equal(back.data, i2s.data)
+    np.testing.assert_array_equal(K.unpack(tq2)[0], values)
+    np.testing.assert_array_equal(K.pack(values, 0.3, layout="tq2_0").data, tq2.data)
 
 
 def test_matmul_against_numpy():
@@ -78,6 +129,14 @@ def test_pack_round_trip_and_layout():
 
 
 def test_activation_quantization():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 2560)).astype(np.float32) * np.array([[1], [10], [1e-3], [100], [3]], np.float32)
+    q, s = K.quantize_activations(x)
+    absmax = np.abs(x).max(axis=1)
+    np.testing.assert_allclose(s, absmax / 127, rtol=1e-6)
+    want = np.clip(np.rint(x / s[:, None]), -127, 127)  # numpy oracle, half to even like the engine
+    assert np.abs(q.astype(np.int64) - want).max() <= 1  # a tie may round differently in float32
+    assert (q == want).mean() > 0.999
     x = np.array([[0.0, 1.0, -2.0, 0.5] * 32], np.float32)
     q, s = K.quantize_activations(x)
     assert q.dtype == np.int8 and s[0] == pytest.approx(2.0 / 127)
@@ -99,11 +158,18 @@ def test_validation():
     with pytest.raises(ValueError, match="n_threads"):
         K.matmul(packed, np.ones(128, np.float32), n_threads=0)
     with pytest.raises(ValueError, match="kernel must be"):
-        K.matmul(packed, np.ones(128, np.float32), kernel="neon")
+        K.matmul(packed, np.ones(128, np.float32), kernel="sse9")
+    for name in {"avx2", "avx512vnni", "neon"} - set(K.available_kernels()):
+        with pytest.raises(ValueError, match="cannot run"):
+            K.matmul(packed, np.ones(128, np.float32), kernel=name)
+    with pytest.raises(ValueError, match="not a multiple of 256"):
+        K.quantize_weights(np.ones((2, 128), np.float32), layout="tq2_0")
+    with pytest.raises(ValueError, match="layout must be"):
+        K.quantize_weights(np.ones((2, 128), np.float32), layout="i2")
     with pytest.raises(ValueError, match="-1, 0 or 1"):
         K.pack(np.full((1, 128), 2, np.int8), 1.0)
-    assert K.kernel_name() in ("i2s-avx2", "i2s-scalar")
-    assert K.cpu_features()["avx2"] == bool(SIMD)
+    assert K.kernel_name() in K.available_kernels()
+    assert K.cpu_features()["avx2"] == ("avx2" in K.available_kernels())
 
 
 def test_threads_calling_at_once():
@@ -129,3 +195,23 @@ def test_threads_calling_at_once():
         t.join()
     assert not errors and len(results) == 80
     assert all(np.array_equal(r, want) for r in results)
+
+
+def test_ggml_tq2_path_agrees_with_ours():
+    """ggml's TQ2_0 matmul (Q8_K activations) and ours (per-row int8) on the same bytes: both
+    approximate the float product within their activation rounding."""
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((96, 512)).astype(np.float32)
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    packed = K.quantize_weights(w, layout="tq2_0")
+    want = x @ K.dequantize(packed).T
+    ours = K.matmul(packed, x, n_threads=2)
+    ggml = _core.GgmlTernaryMatmul(packed.data, 512).run(x, 2)
+    for got in (ours, ggml):
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
+
+
+def test_memory_bandwidth_probe():
+    assert _core.memory_read_bandwidth(1 << 24, 1, 1) > 0.1
+    with pytest.raises(ValueError, match="1 MiB"):
+        _core.memory_read_bandwidth(10, 1, 1)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import bitnet
+import bitnet.kernels as K
 from bitnet.testing import (
     SHAPES,
     ReferenceModel,
@@ -35,12 +36,14 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / np.linalg.norm(want))
 
 
+@pytest.mark.parametrize("kernels", ["ggml", "bitnet"])
 @pytest.mark.parametrize(
     ("fixture", "activation", "seed"), [("tiny_relu2", "relu2", 3), ("tiny_silu", "silu", 4)]
 )
-def test_bitnet_engine_matches_reference(request, fixture, activation, seed):
+def test_bitnet_engine_matches_reference(request, fixture, activation, seed, kernels):
     path = request.getfixturevalue(fixture)
-    with bitnet.Model(path, n_ctx=256, engine="bitnet") as model:
+    with bitnet.Model(path, n_ctx=256, engine="bitnet", kernels=kernels) as model:
+        assert model.kernels == ("ggml" if kernels == "ggml" else f"bitnet:{K.kernel_name()}")
         tokens = model.tokenize(PROMPT)
         got = model.logits(tokens)
         n_vocab = model.n_vocab
@@ -68,6 +71,36 @@ def test_llama_engine_runs_silu_file_like_reference(tiny_silu):
         tokens = model.tokenize(PROMPT)
         got = model.logits(tokens)
     assert rel_l2(got, reference_logits("silu", 4, tokens)) < REL_L2_TOLERANCE
+
+
+def test_our_kernels_in_batches_and_steps(tiny_relu2):
+    """kernels='bitnet': chunked prompts, the last-token path and token-by-token decoding agree
+    with one big batch (only the activation rounding of each step differs)."""
+    with (
+        bitnet.Model(tiny_relu2, n_ctx=256, n_batch=3, kernels="bitnet") as small,
+        bitnet.Model(tiny_relu2, n_ctx=256, kernels="bitnet") as big,
+    ):
+        tokens = big.tokenize(PROMPT)
+        # Our matmuls give the same numbers at any batch size (per-token scales, integer sums);
+        # only ggml's attention sums in another order.
+        np.testing.assert_allclose(small.logits(tokens), big.logits(tokens), rtol=0, atol=2e-3)
+        want = int(np.argmax(big.logits(tokens)[-1]))
+        assert big.generate(tokens, max_tokens=1, temperature=0).tokens == [want]
+
+
+def test_tq1_0_stays_on_ggml_with_a_warning(tmp_path: Path, caplog):
+    path = generate_model(tmp_path / "tq1.gguf", seed=5, ternary_type="tq1_0")
+    with bitnet.Model(path, n_ctx=64, kernels="bitnet") as model:
+        assert model.kernels == "ggml"
+    assert "TQ2_0" in caplog.text
+
+
+def test_kernels_argument_is_checked(tiny_relu2, tmp_path: Path):
+    with pytest.raises(ValueError, match="kernels must be"):
+        bitnet.Model(tiny_relu2, kernels="fast")  # type: ignore[arg-type]
+    llama_file = generate_model(tmp_path / "llama.gguf", architecture="llama", activation="silu", seed=6)
+    with pytest.raises(ValueError, match="kernels='bitnet' needs BitNetEngine"):
+        bitnet.Model(llama_file, n_ctx=64, kernels="bitnet")
 
 
 def test_untied_head_and_tq1_0(tmp_path: Path):

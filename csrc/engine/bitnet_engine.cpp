@@ -1,8 +1,10 @@
 #include "engine/bitnet_engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "errors.h"
 #include "ggml-cpu.h"
@@ -15,6 +17,59 @@ namespace {
 constexpr int kMaxGraphNodes = 8192;
 
 std::string key(const std::string& arch, const char* suffix) { return arch + "." + suffix; }
+
+// ---- ggml custom ops running csrc/kernels --------------------------------------------------
+// Activations are quantized by one op into an I8 tensor of rows [k int8 | f32 scale | i32 sum]
+// read by every ternary matmul of the same input; both ops split their work over ggml's threads.
+
+constexpr int64_t kQuantTail = 8;  // scale + sum after the k int8 values
+
+void quantize_op(ggml_tensor* dst, int ith, int nth, void* /*userdata*/) {
+  const ggml_tensor* src = dst->src[0];
+  const int64_t k = src->ne[0];
+  for (int64_t t = ith; t < src->ne[1]; t += nth) {
+    const float* x = reinterpret_cast<const float*>(static_cast<const char*>(src->data) + t * src->nb[1]);
+    int8_t* q = static_cast<int8_t*>(dst->data) + t * dst->nb[1];
+    int32_t sum = 0;
+    const float scale = kernels::quantize_row(x, k, q, &sum);
+    std::memcpy(q + k, &scale, sizeof scale);
+    std::memcpy(q + k + 4, &sum, sizeof sum);
+  }
+}
+
+void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
+  const auto* impl = static_cast<const kernels::Impl*>(userdata);
+  const ggml_tensor* w = dst->src[0];
+  const ggml_tensor* xq = dst->src[1];
+  const int64_t k = w->ne[0], rows = w->ne[1], n = xq->ne[1];
+  // Static split in multiples of 4 rows (the GEMV tile).
+  const int64_t per_thread = ((rows + nth - 1) / nth + 3) / 4 * 4;
+  const int64_t r0 = std::min(rows, ith * per_thread), r1 = std::min(rows, r0 + per_thread);
+  if (r0 >= r1) return;
+  std::vector<float> scale(static_cast<size_t>(n));
+  std::vector<int32_t> sum(static_cast<size_t>(n));
+  const auto* q = static_cast<const int8_t*>(xq->data);
+  for (int64_t t = 0; t < n; ++t) {
+    std::memcpy(&scale[t], q + t * xq->nb[1] + k, sizeof(float));
+    std::memcpy(&sum[t], q + t * xq->nb[1] + k + 4, sizeof(int32_t));
+  }
+  const kernels::TernaryMatrix m{kernels::Layout::kTQ2, static_cast<const uint8_t*>(w->data), rows, k,
+                                 static_cast<int64_t>(w->nb[1]), 0.0f};
+  const kernels::QuantizedActivations x{q, static_cast<int64_t>(xq->nb[1]), scale.data(), sum.data(), n};
+  kernels::gemm_rows(*impl, m, r0, r1, x, static_cast<float*>(dst->data), static_cast<int64_t>(dst->nb[1] / sizeof(float)));
+}
+
+// Our kernels use one scale per row: true when every TQ2_0 block of every row has the same d.
+bool rows_have_one_scale(const ggml_tensor* t) {
+  const int64_t blocks = t->ne[0] / kernels::kTq2Block;
+  for (int64_t r = 0; r < t->ne[1]; ++r) {
+    const auto* row = static_cast<const uint8_t*>(t->data) + r * t->nb[1];
+    for (int64_t b = 1; b < blocks; ++b) {
+      if (std::memcmp(row + 64, row + b * kernels::kTq2BlockBytes + 64, 2) != 0) return false;
+    }
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -34,6 +89,7 @@ BitNetEngine::BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_
   if (!backend_) throw EngineError("cannot initialise ggml's CPU backend");
   ggml_backend_cpu_set_abort_callback(backend_.get(), &Engine::abort_callback, this);
   allocate_cache();
+  choose_kernels();
   galloc_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
   graph_arena_.resize(ggml_tensor_overhead() * kMaxGraphNodes + ggml_graph_overhead_custom(kMaxGraphNodes, false));
 }
@@ -160,6 +216,54 @@ void BitNetEngine::allocate_cache() {
   // Not cleared: decode only reads cells it has written, and untouched pages cost no memory.
 }
 
+void BitNetEngine::choose_kernels() {
+  const std::string& choice = config_.kernels;
+  if (choice != "auto" && choice != "bitnet" && choice != "ggml") {
+    throw InvalidArgument("kernels must be 'auto', 'bitnet' or 'ggml', not '" + choice + "'");
+  }
+  const kernels::Impl& best = kernels::best_impl();
+  const bool fast = std::string(best.name) != "scalar";
+  std::vector<ggml_tensor*> ternary;
+  for (const Layer& l : layers_) {
+    for (ggml_tensor* t : {l.wq, l.wk, l.wv, l.wo, l.ffn_gate, l.ffn_up, l.ffn_down}) {
+      if (t->type == GGML_TYPE_TQ1_0 || t->type == GGML_TYPE_TQ2_0) ternary.push_back(t);
+    }
+  }
+  n_ternary_ = static_cast<int>(ternary.size());
+  if (choice == "ggml" || (choice == "auto" && !fast)) return;
+  kernel_impl_ = &best;
+  for (ggml_tensor* t : ternary) {
+    // TQ1_0 (base-3 packing) and TQ2_0 rows with several block scales stay with ggml; kernels()
+    // says so and Python warns.
+    if (t->type == GGML_TYPE_TQ2_0 && t->ne[0] % kernels::kTq2Block == 0 && rows_have_one_scale(t)) {
+      own_kernel_.insert(t);
+    }
+  }
+  if (own_kernel_.empty()) kernel_impl_ = nullptr;
+}
+
+std::string BitNetEngine::kernels() const {
+  if (kernel_impl_ == nullptr) return "ggml";
+  std::string out = std::string("bitnet:") + kernel_impl_->name;
+  if (static_cast<int>(own_kernel_.size()) < n_ternary_) {
+    out += " (" + std::to_string(own_kernel_.size()) + "/" + std::to_string(n_ternary_) + " tensors, ggml the rest)";
+  }
+  return out;
+}
+
+ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor** xq) {
+  if (kernel_impl_ == nullptr || own_kernel_.count(w) == 0) return ggml_mul_mat(ctx, w, x);
+  if (*xq == nullptr) {
+    if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+    ggml_tensor* args[] = {x};
+    *xq = ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] + kQuantTail, x->ne[1], 1, 1, args, 1, &quantize_op,
+                         GGML_N_TASKS_MAX, nullptr);
+  }
+  ggml_tensor* args[] = {w, *xq};
+  return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ternary_op, GGML_N_TASKS_MAX,
+                        const_cast<kernels::Impl*>(kernel_impl_));
+}
+
 ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits,
                                        GraphInputs* in) {
   const int n_kv = pos0 + n_tokens;
@@ -190,9 +294,10 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
     ggml_tensor* h = norm(x, l.attn_norm);
-    ggml_tensor* q = rope(ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wq, h), head_dim, hp_.n_head, n_tokens));
-    ggml_tensor* k = rope(ggml_reshape_3d(ctx, ggml_mul_mat(ctx, l.wk, h), head_dim, hp_.n_head_kv, n_tokens));
-    ggml_tensor* v = ggml_mul_mat(ctx, l.wv, h);  // [n_embd_kv, n_tokens]
+    ggml_tensor* hq = nullptr;
+    ggml_tensor* q = rope(ggml_reshape_3d(ctx, matmul(ctx, l.wq, h, &hq), head_dim, hp_.n_head, n_tokens));
+    ggml_tensor* k = rope(ggml_reshape_3d(ctx, matmul(ctx, l.wk, h, &hq), head_dim, hp_.n_head_kv, n_tokens));
+    ggml_tensor* v = matmul(ctx, l.wv, h, &hq);  // [n_embd_kv, n_tokens]
 
     // Append this chunk to the cache; the copies enter the graph before the reads below.
     ggml_tensor* k_dst = ggml_view_1d(ctx, l.k_cache, static_cast<int64_t>(n_tokens) * n_embd_kv,
@@ -216,14 +321,17 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
       x = last_column(x);
     }
     if (l.attn_sub_norm != nullptr) attn = norm(attn, l.attn_sub_norm);
-    x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.wo, attn));
+    ggml_tensor* attn_q = nullptr;
+    x = ggml_add(ctx, x, matmul(ctx, l.wo, attn, &attn_q));
 
     h = norm(x, l.ffn_norm);
-    ggml_tensor* gate = ggml_mul_mat(ctx, l.ffn_gate, h);
+    hq = nullptr;
+    ggml_tensor* gate = matmul(ctx, l.ffn_gate, h, &hq);
     gate = hp_.activation == FfnActivation::kReluSquared ? ggml_sqr(ctx, ggml_relu(ctx, gate)) : ggml_silu(ctx, gate);
-    ggml_tensor* ffn = ggml_mul(ctx, gate, ggml_mul_mat(ctx, l.ffn_up, h));
+    ggml_tensor* ffn = ggml_mul(ctx, gate, matmul(ctx, l.ffn_up, h, &hq));
     if (l.ffn_sub_norm != nullptr) ffn = norm(ffn, l.ffn_sub_norm);
-    x = ggml_add(ctx, x, ggml_mul_mat(ctx, l.ffn_down, ffn));
+    ggml_tensor* ffn_q = nullptr;
+    x = ggml_add(ctx, x, matmul(ctx, l.ffn_down, ffn, &ffn_q));
   }
   in->logits = ggml_mul_mat(ctx, output_, norm(x, output_norm_));
   ggml_set_output(in->logits);

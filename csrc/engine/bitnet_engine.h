@@ -3,11 +3,13 @@
 
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/engine.h"
 #include "ggml-cpp.h"
 #include "gguf_file.h"
+#include "kernels/ternary.h"
 
 namespace bitnet::engine {
 
@@ -47,6 +49,7 @@ class BitNetEngine final : public Engine {
   bool decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) override;
   void trim_cache(int n_keep) override;
   void set_threads(int n_threads, int n_threads_batch) override;
+  std::string kernels() const override;
 
   const BitNetHParams& hparams() const { return hp_; }
 
@@ -76,6 +79,10 @@ class BitNetEngine final : public Engine {
   void load_hparams(const std::string& path);
   void bind_weights(const std::string& path);
   void allocate_cache();
+  void choose_kernels();
+  // w x for a ternary weight: our kernels on activations quantized once (`xq`, built on first
+  // use and shared by the matmuls that read the same x), or ggml_mul_mat.
+  ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor** xq);
   ggml_cgraph* build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits, GraphInputs* in);
   bool decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits);
 
@@ -97,6 +104,9 @@ class BitNetEngine final : public Engine {
   ggml_tensor* output_ = nullptr;  // tok_embd_ when the head is tied
   std::vector<Layer> layers_;
   int n_cached_ = 0;
+  const kernels::Impl* kernel_impl_ = nullptr;       // null: ggml runs every matmul
+  std::unordered_set<const ggml_tensor*> own_kernel_;  // weights our kernels take
+  int n_ternary_ = 0;                                  // ternary weights in the model
 };
 
 }  // namespace bitnet::engine

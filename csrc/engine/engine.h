@@ -14,6 +14,8 @@ struct EngineConfig {
   int n_threads = 1;        // generation (one token per decode)
   int n_threads_batch = 1;  // prompt processing (several tokens per decode)
   bool use_mmap = true;
+  // Ternary matmuls: "auto" (ours when the CPU has a SIMD path), "bitnet" (ours) or "ggml".
+  std::string kernels = "auto";
 };
 
 class Engine {
@@ -24,6 +26,8 @@ class Engine {
   virtual int n_vocab() const = 0;
   virtual int n_ctx() const = 0;
   virtual int n_batch() const = 0;
+  // What runs the ternary matmuls, e.g. "bitnet:avx2" or "ggml".
+  virtual std::string kernels() const { return "ggml"; }
 
   // Runs tokens[i] at position pos0 + i (in chunks of at most n_batch tokens). Cache entries at
   // positions >= pos0 are replaced; pos0 must not exceed the number of cached positions.

@@ -1,9 +1,18 @@
-// Ternary x int8 matrix kernels on I2_S-layout weights (csrc/kernels).
+// Ternary x int8 matrix kernels (csrc/kernels).
 //
-// Weights: rows of K 2-bit codes (code = w + 1, w in {-1, 0, 1}), K a multiple of 128, each
-// 128 weights packed into 32 bytes with byte j holding weights j, 32+j, 64+j, 96+j from the
-// high bits down: bitnet.cpp's I2_S layout, so plane p of a 32-byte block lines up with the
-// 32 contiguous activations 32p..32p+31.
+// Weights are rows of 2-bit codes (code = w + 1, w in {-1, 0, 1}) grouped by 128: a group is
+// 32 bytes whose byte j holds the weights j, 32+j, 64+j and 96+j of the group, one per 2-bit
+// "plane", so plane p lines up with 32 contiguous activations. Two layouts share that group:
+//
+//   kI2S  bitnet.cpp's I2_S: groups back to back, plane p at bits 6-2p (high bits first);
+//         one scale per matrix.
+//   kTQ2  ggml's TQ2_0 blocks as stored in the file (no repacking, the mmap is used as is):
+//         two groups then an fp16 scale d per 256 weights (66 bytes), plane p at bits 2p.
+//
+// The kernels compute exact integer sums of code * x over tiles of rows x tokens; callers
+// subtract sum(x) (once per token) and apply the scales. SIMD paths are compiled with
+// function target attributes and chosen at run time from the CPU, so a baseline build runs
+// on every x86-64 CPU and uses AVX2 or AVX-512 VNNI where present.
 #pragma once
 
 #include <cstddef>
@@ -11,23 +20,79 @@
 
 namespace bitnet::kernels {
 
-constexpr int kBlock = 128;  // weights per 32-byte block
+constexpr int kGroup = 128;        // weights per 32-byte group
+constexpr int kTq2Block = 256;     // weights per TQ2_0 block
+constexpr int kTq2BlockBytes = 66;  // 64 bytes of codes + fp16 scale
 
-// sum_k code[r][k] * x[k] for one packed row (codes are w + 1), in exact integer arithmetic;
-// the caller subtracts sum_k x[k], computed once per token, to get sum_k w[r][k] * x[k].
-using RowDot = int32_t (*)(const uint8_t* row, const int8_t* x, int64_t k);
+enum class Layout { kI2S, kTQ2 };
 
-int32_t row_dot_scalar(const uint8_t* row, const int8_t* x, int64_t k);
-int32_t row_dot_avx2(const uint8_t* row, const int8_t* x, int64_t k);  // needs AVX2
+// Bytes of one row of k weights.
+int64_t row_bytes(Layout layout, int64_t k);
 
-// The fastest implementation this CPU can run, chosen at run time, and its name.
-RowDot best_row_dot();
-const char* best_kernel_name();
+// Largest tile the kernels take: kMaxRows rows x kMaxTokens tokens.
+constexpr int kMaxRows = 4;
+constexpr int kMaxTokens = 2;
+
+// out[r * n_tokens + t] = sum_k code[r][k] * x[t][k] for r < n_rows, t < n_tokens, where row r
+// starts at w + r * w_stride and token t at x + t * x_stride.
+using TileFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, int n_rows, const int8_t* x,
+                        int64_t x_stride, int n_tokens, int64_t k, int32_t* out);
+
+struct Impl {
+  const char* name;  // "scalar", "avx2", "avx512vnni"
+  TileFn tile;
+};
+
+// Every implementation compiled in, and whether this CPU can run it.
+const Impl& scalar_impl();
+const Impl* avx2_impl();        // nullptr when the CPU lacks AVX2 (or the build is not x86-64)
+const Impl* avx512vnni_impl();  // nullptr when the CPU lacks AVX-512 F/BW/VL + VNNI
+const Impl* neon_impl();        // nullptr unless built for AArch64
+// The fastest one this CPU runs.
+const Impl& best_impl();
+// "auto" or one of the names above; nullptr when unknown or not runnable here.
+const Impl* impl_by_name(const char* name);
+
 bool cpu_has_avx2();
 
-// y[t][r] = (sum_k w[r][k] * xq[t][k]) * w_scale * x_scale[t] for t < n_tokens, r < rows,
-// split over n_threads. `dot` picks the implementation (tests compare them).
-void gemm(const uint8_t* weights, int64_t rows, int64_t k, float w_scale, const int8_t* xq,
-          const float* x_scale, int64_t n_tokens, float* y, int n_threads, RowDot dot);
+// Quantized activations of n tokens: q rows of k int8 (stride x_stride bytes), x ~= q * scale,
+// and sum = sum_k q (subtracted from code sums, since codes are w + 1).
+struct QuantizedActivations {
+  const int8_t* q;
+  int64_t stride;
+  const float* scale;
+  const int32_t* sum;
+  int64_t n;
+};
+
+// Per-token absmax quantization of one row of k floats to int8 in [-127, 127]; returns the
+// scale (absmax / 127, or 1 for an all-zero row) and writes the sum of q to *sum.
+float quantize_row(const float* x, int64_t k, int8_t* q, int32_t* sum);
+
+// Weights as the kernels see them. Rows use one scale each: `scale` for kI2S, and for kTQ2 the
+// d of the row's first block (the caller has checked that every block of a row has the same d).
+struct TernaryMatrix {
+  Layout layout;
+  const uint8_t* data;
+  int64_t rows;
+  int64_t k;
+  int64_t stride;  // bytes between rows
+  float scale;     // kI2S only
+};
+
+float row_scale(const TernaryMatrix& w, int64_t row);
+
+// y[t * y_stride + r] = (w[r] . x[t]) for rows [r0, r1) and every token, on one thread.
+void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
+               float* y, int64_t y_stride);
+
+// The same for every row, split over n_threads threads of the kernels' own pool.
+void gemm(const Impl& impl, const TernaryMatrix& w, const QuantizedActivations& x, float* y, int64_t y_stride,
+          int n_threads);
+
+// Layout conversions of one row of k codes (k a multiple of 256 for TQ2_0); `d` is written to
+// every TQ2_0 block.
+void i2s_row_to_tq2(const uint8_t* src, int64_t k, uint16_t d_fp16, uint8_t* dst);
+void tq2_row_to_i2s(const uint8_t* src, int64_t k, uint8_t* dst);
 
 }  // namespace bitnet::kernels

@@ -18,6 +18,14 @@ Model::Model(const std::string& path, const ModelOptions& options) : path_(path)
     engine_ = std::make_unique<engine::BitNetEngine>(path, std::move(gguf), std::move(tensors_owner), options.config);
     vocab_ = std::make_unique<Vocab>(engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap));
   } else if (kind == "llama") {
+    if (options.config.kernels == "bitnet") {
+      throw InvalidArgument("kernels='bitnet' needs BitNetEngine, but '" + path + "' runs on engine='llama' (" +
+                            (architecture_.empty() ? std::string("no architecture") : "architecture '" + architecture_ + "'") +
+                            "); use kernels='auto' or 'ggml'");
+    }
+    if (options.config.kernels != "auto" && options.config.kernels != "ggml") {
+      throw InvalidArgument("kernels must be 'auto', 'bitnet' or 'ggml', not '" + options.config.kernels + "'");
+    }
     auto llama = std::make_unique<engine::LlamaEngine>(path, options.config);
     vocab_ = std::make_unique<Vocab>(llama->model());
     engine_ = std::move(llama);

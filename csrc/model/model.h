@@ -27,6 +27,7 @@ class Model {
 
   const std::string& path() const { return path_; }
   const char* engine_name() const { return engine_->name(); }
+  std::string kernels() const { return engine_->kernels(); }
   const std::string& architecture() const { return architecture_; }
   int n_ctx() const { return engine_->n_ctx(); }
   int n_vocab() const { return engine_->n_vocab(); }

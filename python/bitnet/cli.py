@@ -77,6 +77,12 @@ def _add_runtime_args(p: argparse.ArgumentParser, *, model_required: bool) -> No
         default="auto",
         help="auto: BitNetEngine for BitNet architectures, libllama for the rest",
     )
+    p.add_argument(
+        "--kernels",
+        choices=["auto", "bitnet", "ggml"],
+        default="auto",
+        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
+    )
     p.add_argument("--sha256", default=None, help="expected sha256 of the model file")
     p.add_argument(
         "--log-format",
@@ -153,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-n", "--n-gen", type=int, default=64)
     bench.add_argument("-r", "--repeats", type=int, default=3)
     bench.add_argument("--engine", choices=["auto", "bitnet", "llama"], default="auto")
+    bench.add_argument(
+        "--kernels",
+        choices=["auto", "bitnet", "ggml"],
+        default="auto",
+        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
+    )
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
 
@@ -185,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
     srv.add_argument("-t", "--threads", type=_threads, default="auto")
     srv.add_argument("--threads-batch", type=_threads, default=None)
+    srv.add_argument(
+        "--kernels",
+        choices=["auto", "bitnet", "ggml"],
+        default="auto",
+        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
+    )
     srv.add_argument(
         "--timeout",
         type=float,
@@ -328,6 +346,7 @@ def _runtime(args: argparse.Namespace) -> Any:
         n_ctx=args.ctx_size,
         n_batch=args.batch_size,
         engine=args.engine,
+        kernels=args.kernels,
         sha256=args.sha256,
     )
 
@@ -486,12 +505,14 @@ def _bench(args: argparse.Namespace) -> int:
                 n_threads=threads,
                 n_threads_batch=threads,
                 engine=args.engine,
+                kernels=args.kernels,
             ) as model:
                 pp, tg = speed_table_row(model, args.n_prompt, args.n_gen, args.repeats)
                 rows.append(
                     {
                         "threads": threads,
                         "engine": model.engine,
+                        "kernels": model.kernels,
                         f"pp{args.n_prompt}": round(pp, 2),
                         f"tg{args.n_gen}": round(tg, 2),
                     }
@@ -501,13 +522,13 @@ def _bench(args: argparse.Namespace) -> int:
         else:
             print(f"model {path}; median of {args.repeats}")
             print(
-                f"{'threads':>7} {'engine':>7} {'pp' + str(args.n_prompt) + ' t/s':>12} "
-                f"{'tg' + str(args.n_gen) + ' t/s':>11}"
+                f"{'threads':>7} {'engine':>7} {'kernels':<14} "
+                f"{'pp' + str(args.n_prompt) + ' t/s':>12} {'tg' + str(args.n_gen) + ' t/s':>11}"
             )
             for row in rows:
                 print(
-                    f"{row['threads']:>7} {row['engine']:>7} {row[f'pp{args.n_prompt}']:>12.2f} "
-                    f"{row[f'tg{args.n_gen}']:>11.2f}"
+                    f"{row['threads']:>7} {row['engine']:>7} {row['kernels']:<14} "
+                    f"{row[f'pp{args.n_prompt}']:>12.2f} {row[f'tg{args.n_gen}']:>11.2f}"
                 )
     return EXIT_OK
 
@@ -557,6 +578,7 @@ def _serve(args: argparse.Namespace) -> int:
         ctx_size=args.ctx_size,
         threads=args.threads,
         threads_batch=args.threads_batch,
+        kernels=args.kernels,
         timeout=args.timeout,
         api_keys=keys,
         max_body_bytes=args.max_body_bytes,
@@ -572,6 +594,7 @@ def _serve(args: argparse.Namespace) -> int:
         threads_batch=args.threads_batch,
         n_ctx=args.ctx_size,
         n_batch=args.batch_size,
+        kernels=args.kernels,
     ).validate()  # fail fast
     return serve(config, log_format=args.log_format)
 

@@ -4,10 +4,16 @@
 >>> packed = K.quantize_weights(np.random.randn(6912, 2560).astype(np.float32))
 >>> y = K.matmul(packed, np.random.randn(2560).astype(np.float32))   # (6912,), GIL released
 
-Weights are packed in bitnet.cpp's I2_S layout (2-bit codes, 128 weights per 32 bytes) with
-one float scale per matrix. Activations are quantized to int8 per row (absmax); the dot
-products are exact integer sums, chosen at run time from the CPU's features (AVX2, else a
-portable scalar loop).
+Weights are 2-bit codes in one of two layouts that share a 128-weight group (32 bytes, byte j
+holding weights j, 32+j, 64+j, 96+j):
+
+- ``"i2_s"``: bitnet.cpp's I2_S, groups back to back, high bits first, one scale per matrix;
+- ``"tq2_0"``: ggml's TQ2_0 blocks (256 weights, 64 bytes of codes, low bits first, then an
+  fp16 scale), the layout BitNetEngine reads straight from the memory-mapped file.
+
+Activations are quantized to int8 per row (absmax); the dot products are exact integer sums.
+The implementation is chosen at run time from the CPU's features (AVX-512 VNNI, AVX2, NEON, else
+a portable scalar loop); ``available_kernels()`` lists what this CPU can run.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from .convert import i2s_pack, i2s_unpack
 
 __all__ = [
     "PackedTernary",
+    "available_kernels",
+    "convert_layout",
     "cpu_features",
     "dequantize",
     "kernel_name",
@@ -33,57 +41,90 @@ __all__ = [
     "unpack",
 ]
 
-BLOCK = 128
+Layout = Literal["i2_s", "tq2_0"]
+KernelName = Literal["auto", "scalar", "avx2", "avx512vnni", "neon"]
+BLOCK = {"i2_s": 128, "tq2_0": 256}  # k must be a multiple of this
 
 
 @dataclass(frozen=True)
 class PackedTernary:
-    """A ternary matrix: ``data`` uint8 (rows, k/4) in the I2_S layout, times ``scale``."""
+    """A ternary matrix of ``shape`` (rows, k): ``data`` uint8 rows in ``layout``, times ``scale``.
+
+    For ``"tq2_0"`` the scale is also stored (as fp16) in every block, and ``scale`` is that
+    fp16 value.
+    """
 
     data: np.ndarray
     scale: float
     shape: tuple[int, int]
-    layout: str = "i2_s"
+    layout: Layout = "i2_s"
 
 
-def _float_matrix(w: np.ndarray, name: str) -> np.ndarray:
+def _check_layout(layout: str) -> None:
+    if layout not in BLOCK:
+        raise ValueError(f"layout must be 'i2_s' or 'tq2_0', got {layout!r}")
+
+
+def _check_k(k: int, layout: str, name: str) -> None:
+    if k % BLOCK[layout]:
+        raise ValueError(
+            f"{name} has k={k}, which is not a multiple of {BLOCK[layout]} (the {layout} block size)"
+        )
+
+
+def _float_matrix(w: np.ndarray, name: str, layout: str) -> np.ndarray:
     w = np.asarray(w)
     if w.dtype != np.float32:
         raise TypeError(f"{name} must be float32, got {w.dtype}")
     if w.ndim != 2:
         raise ValueError(f"{name} must be 2-D (rows, k), got shape {w.shape}")
-    if w.shape[1] % BLOCK:
-        raise ValueError(f"{name} has k={w.shape[1]}, which is not a multiple of {BLOCK}")
+    _check_k(w.shape[1], layout, name)
     return np.ascontiguousarray(w)
 
 
-def pack(values: np.ndarray, scale: float, layout: Literal["i2_s"] = "i2_s") -> PackedTernary:
+def pack(values: np.ndarray, scale: float, layout: Layout = "i2_s") -> PackedTernary:
     """Pack int8 values in {-1, 0, 1} of shape (rows, k) with one scale."""
-    if layout != "i2_s":
-        raise ValueError(f"layout must be 'i2_s', got {layout!r}")
+    _check_layout(layout)
     values = np.asarray(values)
     if values.dtype != np.int8 or values.ndim != 2:
         raise TypeError("values must be a 2-D int8 array")
-    if values.shape[1] % BLOCK:
-        raise ValueError(f"k={values.shape[1]} is not a multiple of {BLOCK}")
+    _check_k(values.shape[1], layout, "values")
     if values.size and (values.min() < -1 or values.max() > 1):
         raise ValueError("values must be -1, 0 or 1")
     rows, k = values.shape
     data = i2s_pack(values, scale)[:-32].reshape(rows, k // 4)
-    return PackedTernary(data, float(scale), (rows, k))
+    packed = PackedTernary(data, float(scale), (rows, k))
+    return packed if layout == "i2_s" else convert_layout(packed, "tq2_0")
+
+
+def convert_layout(packed: PackedTernary, layout: Layout) -> PackedTernary:
+    """The same matrix in another layout (I2_S <-> TQ2_0, exact; to TQ2_0 the scale becomes fp16)."""
+    _check_layout(layout)
+    if packed.layout == layout:
+        return packed
+    rows, k = packed.shape
+    _check_k(k, "tq2_0", "the matrix")
+    if layout == "tq2_0":
+        d = np.float16(packed.scale)
+        data = _core.i2s_to_tq2(np.ascontiguousarray(packed.data), k, int(d.view(np.uint16)))
+        return PackedTernary(data, float(d), (rows, k), "tq2_0")
+    data = _core.tq2_to_i2s(np.ascontiguousarray(packed.data), k)
+    return PackedTernary(data, packed.scale, (rows, k), "i2_s")
 
 
 def unpack(packed: PackedTernary) -> tuple[np.ndarray, float]:
     """(int8 values (rows, k), scale)."""
+    packed = convert_layout(packed, "i2_s")
     rows, k = packed.shape
     tail = np.zeros(32, dtype=np.uint8)
     values, _ = i2s_unpack(np.concatenate([packed.data.reshape(-1), tail]), rows * k)
     return values.reshape(rows, k), packed.scale
 
 
-def quantize_weights(w: np.ndarray, layout: Literal["i2_s"] = "i2_s") -> PackedTernary:
+def quantize_weights(w: np.ndarray, layout: Layout = "i2_s") -> PackedTernary:
     """BitNet b1.58 absmean quantization: scale = mean|w|, values = clamp(round(w/scale))."""
-    w = _float_matrix(w, "w")
+    _check_layout(layout)
+    w = _float_matrix(w, "w", layout)
     scale = max(float(np.abs(w).mean()), 1e-5)
     values = np.clip(np.rint(w / scale), -1, 1).astype(np.int8)
     return pack(values, scale, layout)
@@ -95,19 +136,28 @@ def dequantize(packed: PackedTernary) -> np.ndarray:
     return values.astype(np.float32) * np.float32(scale)
 
 
-def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row absmax int8 quantization of float32 (k,) or (n, k): (int8 (n, k), scales (n,)),
-    with x ~= q * scale."""
+def _activations(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype != np.float32:
         raise TypeError(f"x must be float32, got {x.dtype}")
-    x2 = np.atleast_2d(x)
-    if x2.ndim != 2:
+    if x.ndim not in (1, 2):
         raise ValueError(f"x must be (k,) or (n, k), got shape {x.shape}")
-    absmax = np.abs(x2).max(axis=1)
-    scales = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(x2 / scales[:, None]), -127, 127).astype(np.int8)
-    return np.ascontiguousarray(q), scales
+    return np.ascontiguousarray(np.atleast_2d(x))
+
+
+def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row absmax int8 quantization of float32 (k,) or (n, k): (int8 (n, k), scales (n,)),
+    with x ~= q * scale and q in [-127, 127] (the engine's own routine)."""
+    q, scales, _ = _core.quantize_activations(_activations(x))
+    return q, scales
+
+
+def _resolve_threads(n_threads: int | None) -> int:
+    if n_threads is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+    return n_threads
 
 
 def matmul(
@@ -115,28 +165,35 @@ def matmul(
     x: np.ndarray,
     *,
     n_threads: int | None = None,
-    kernel: Literal["auto", "scalar", "avx2"] = "auto",
+    kernel: KernelName = "auto",
 ) -> np.ndarray:
-    """packed @ x for float32 x of shape (k,) -> (rows,), or (n, k) -> (n, rows)."""
+    """packed @ x for float32 x of shape (k,) -> (rows,), or (n, k) -> (n, rows).
+
+    ``n_threads`` defaults to the CPUs this process may use; the GIL is released meanwhile.
+    ``kernel`` forces one implementation (tests and benchmarks compare them).
+    """
     if not isinstance(packed, PackedTernary):
         raise TypeError("packed must come from quantize_weights() or pack()")
-    k = packed.shape[1]
+    rows, k = packed.shape
     x = np.asarray(x)
-    if x.shape[-1] != k or x.ndim not in (1, 2):
+    if x.ndim not in (1, 2) or x.shape[-1] != k:
         raise ValueError(f"x has shape {x.shape}; expected ({k},) or (n, {k})")
-    if n_threads is None:
-        n_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
-    q, scales = quantize_activations(x)
+    threads = _resolve_threads(n_threads)
+    q, scales, sums = _core.quantize_activations(_activations(x))
     data = np.ascontiguousarray(packed.data, dtype=np.uint8)
-    y = _core.ternary_gemm(data, k, packed.scale, q, scales, n_threads, kernel)
+    y = _core.ternary_gemm(data, k, packed.layout, packed.scale, q, scales, sums, threads, kernel)
     return y[0] if x.ndim == 1 else y
 
 
 def kernel_name() -> str:
-    """The kernel matmul runs on this CPU (e.g. ``"i2s-avx2"``)."""
+    """The kernel matmul and the engine run on this CPU: ``avx512vnni``, ``avx2``, ``neon`` or
+    ``scalar``."""
     return str(_core.kernel_name())
+
+
+def available_kernels() -> list[str]:
+    """Every kernel this CPU can run (``matmul(kernel=...)`` accepts these)."""
+    return [str(name) for name in _core.available_kernels()]
 
 
 def cpu_features() -> dict[str, bool]:
@@ -148,5 +205,5 @@ def cpu_features() -> dict[str, bool]:
         "avx2": bool(_core.cpu_has_avx2()),
         "avx512f": "avx512f" in flags,
         "avx512_vnni": "avx512_vnni" in flags,
-        "neon": "asimd" in flags,
+        "neon": "asimd" in flags or "neon" in flags,
     }

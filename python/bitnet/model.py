@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ __all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage", "valid
 
 FinishReason = Literal["stop", "length", "abort"]
 Prompt = str | Sequence[int]
+_log = logging.getLogger("bitnet")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ class Model:
         use_mmap: memory-map the weights instead of reading them into RAM.
         engine: ``"auto"`` (BitNetEngine for BitNet architectures, libllama for the rest),
             ``"bitnet"`` or ``"llama"``.
+        kernels: what runs BitNetEngine's ternary matmuls: ``"auto"`` (our kernels when the CPU
+            has a SIMD path for them, see ``bitnet.kernels.kernel_name()``), ``"bitnet"`` (ours,
+            even the scalar fallback) or ``"ggml"`` (ggml's TQ2_0/TQ1_0 path). libllama always
+            uses ggml's. ``Model.kernels`` says what was chosen.
 
     A Model may be shared between threads: its calls run one at a time. ``close()`` (or a
     ``with`` block) frees the native memory.
@@ -124,6 +130,7 @@ class Model:
         seed: int | None = None,
         use_mmap: bool = True,
         engine: Literal["auto", "bitnet", "llama"] = "auto",
+        kernels: Literal["auto", "bitnet", "ggml"] = "auto",
     ) -> None:
         self._core: Any = None
         path = os.fspath(path)
@@ -137,6 +144,8 @@ class Model:
         n_threads_batch = _positive_int("n_threads_batch", n_threads_batch, MAX_THREADS)
         if engine not in ("auto", "bitnet", "llama"):
             raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
+        if kernels not in ("auto", "bitnet", "ggml"):
+            raise ValueError(f"kernels must be 'auto', 'bitnet' or 'ggml', got {kernels!r}")
         if seed is not None:
             seed = _seed(seed)
         if not os.path.exists(path):
@@ -153,6 +162,7 @@ class Model:
             n_threads=n_threads,
             n_threads_batch=n_threads_batch,
             use_mmap=use_mmap,
+            kernels=kernels,
         )
         try:
             self._core = _core.Model(path, **options)
@@ -165,6 +175,14 @@ class Model:
                 raise
             self._core = _core.Model(str(converted), **options)
         self._metadata: dict[str, Any] | None = None
+        if (kernels == "bitnet" and not self.kernels.startswith("bitnet")) or (
+            "ggml the rest" in self.kernels
+        ):
+            _log.warning(
+                "%s: our kernels take only TQ2_0 tensors with one scale per row; %s",
+                path,
+                self.kernels,
+            )
 
     # -- properties -------------------------------------------------------------------------
 
@@ -180,6 +198,12 @@ class Model:
     def engine(self) -> str:
         """``"bitnet"`` (our own graph) or ``"llama"`` (libllama)."""
         return str(self._native.engine)
+
+    @property
+    def kernels(self) -> str:
+        """What runs the ternary matmuls: ``"bitnet:<impl>"`` (our kernels, e.g.
+        ``"bitnet:avx2"``) or ``"ggml"``."""
+        return str(self._native.kernels)
 
     @property
     def architecture(self) -> str:

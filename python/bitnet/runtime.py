@@ -349,7 +349,7 @@ class BitNetRuntime:
         threads: generation threads, ``"auto"`` (one per usable physical core) or a number
             (clamped to the CPUs this process may use, with a warning).
         threads_batch: prompt-processing threads (default: like ``threads``).
-        n_ctx, n_batch, engine, use_mmap: as for :class:`bitnet.Model`.
+        n_ctx, n_batch, engine, kernels, use_mmap: as for :class:`bitnet.Model`.
         sha256: expected checksum of the model file, checked by :meth:`diagnostics`.
     """
 
@@ -362,6 +362,7 @@ class BitNetRuntime:
         n_ctx: int = 4096,
         n_batch: int = 512,
         engine: Literal["auto", "bitnet", "llama"] = "auto",
+        kernels: Literal["auto", "bitnet", "ggml"] = "auto",
         use_mmap: bool = True,
         sha256: str | None = None,
         topology: CpuTopology | None = None,
@@ -382,6 +383,9 @@ class BitNetRuntime:
         if engine not in ("auto", "bitnet", "llama"):
             raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
         self.engine = engine
+        if kernels not in ("auto", "bitnet", "ggml"):
+            raise ValueError(f"kernels must be 'auto', 'bitnet' or 'ggml', got {kernels!r}")
+        self.kernels = kernels
         self.use_mmap = use_mmap
         self.sha256 = sha256.lower() if sha256 else None
 
@@ -429,6 +433,11 @@ class BitNetRuntime:
             )
         metadata, tensors = self.check_model_file()
         arch = str(metadata.get("general.architecture", ""))
+        if self.kernels == "bitnet" and arch not in BITNET_ARCHITECTURES:
+            raise ModelLoadError(
+                f"kernels 'bitnet' need BitNetEngine, but '{self.model_path}' has architecture "
+                f"'{arch}', which runs on libllama; use kernels 'auto' or 'ggml'"
+            )
         if self.engine == "bitnet" and arch not in BITNET_ARCHITECTURES:
             raise ModelLoadError(
                 f"'{self.model_path}' has architecture '{arch}', which engine 'bitnet' does not "
@@ -470,7 +479,7 @@ class BitNetRuntime:
             n_batch=self.n_batch,
             threads=self.threads,
             threads_batch=self.threads_batch,
-            kernels=_kernel_description(engine, ternary),
+            kernels=_kernel_description(engine, ternary, self.kernels),
             ternary_types=ternary,
             weights_bytes=sum(int(t["nbytes"]) for t in tensors),
             kv_cache_bytes=kv_bytes,
@@ -496,6 +505,8 @@ class BitNetRuntime:
         ]
         if self.engine != "auto":
             parts += ["--engine", self.engine]
+        if self.kernels != "auto":
+            parts += ["--kernels", self.kernels]
         for key, value in run_args.items():
             if value is not None:
                 parts += [f"--{key.replace('_', '-')}", str(value)]
@@ -540,6 +551,7 @@ class BitNetRuntime:
                 seed=seed,
                 use_mmap=self.use_mmap,
                 engine=self.engine,
+                kernels=self.kernels,
             )
         except Exception as exc:
             events.emit(
@@ -552,6 +564,7 @@ class BitNetRuntime:
             duration_ms=_ms(t0),
             params=self._params(),
             engine=model.engine,
+            kernels=model.kernels,
             architecture=model.architecture,
         )
         return model
@@ -570,6 +583,7 @@ class BitNetRuntime:
             "n_ctx": self.n_ctx,
             "n_batch": self.n_batch,
             "engine": self.engine,
+            "kernels": self.kernels,
         }
 
 
@@ -663,7 +677,12 @@ def diagnose(runtime: BitNetRuntime | None, *, check_sha256: bool | None = None)
             "prompt": runtime.threads_batch if runtime else topology.usable_cores,
             "auto": topology.usable_cores,
         },
-        kernels={"ternary": _kernel_description(engine, ternary), "engine": engine},
+        kernels={
+            "ternary": _kernel_description(engine, ternary, runtime.kernels if runtime else "auto"),
+            "engine": engine,
+            "bitnet_kernel": _core.kernel_name(),
+            "bitnet_kernels_available": list(_core.available_kernels()),
+        },
         problems=problems,
     )
 
@@ -752,7 +771,13 @@ def _model_diagnostics(
     return info, engine, ternary
 
 
-def _kernel_description(engine: str, ternary: list[str]) -> str:
+def _kernel_description(engine: str, ternary: list[str], kernels: str = "auto") -> str:
+    ours = _core.kernel_name()
+    if engine == "bitnet" and kernels != "ggml" and (kernels == "bitnet" or ours != "scalar"):
+        if ternary == ["tq1_0"]:
+            return "ggml TQ1_0 matmuls (our kernels take TQ2_0 only; BitNetEngine graph)"
+        source = "TQ2_0, a cached conversion of I2_S" if "i2_s" in ternary else "TQ2_0 as mapped"
+        return f"bitnet {ours} kernels ({source}; BitNetEngine graph with ggml custom ops)"
     simd = [
         f for f in compiled_cpu_features() if f in _X86_FEATURE_FLAGS or f in _ARM_FEATURE_FLAGS
     ]

@@ -54,6 +54,7 @@ class ServerConfig:
     ctx_size: int = 4096
     threads: int | str = "auto"
     threads_batch: int | str | None = None
+    kernels: Literal["auto", "bitnet", "ggml"] = "auto"
     timeout: float | None = None
     api_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 1 << 20
@@ -411,6 +412,7 @@ async def _load(state: _State) -> None:
             threads_batch=c.threads_batch,
             n_ctx=c.ctx_size,
             n_batch=c.batch_size,
+            kernels=c.kernels,
         )
         sup = RuntimeSupervisor(
             runtime, max_concurrency=c.parallel, max_queue=c.queue, timeout=c.timeout

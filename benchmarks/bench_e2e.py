@@ -1,7 +1,8 @@
 """End-to-end speed: prompt processing (pp) and generation (tg) tokens/s.
 
 bitnet (BitNetEngine with ggml's TQ2_0 matmuls and with our own kernels, and libllama through
-engine="llama") next to llama-cpp-python running the same file in this same script. Random token prompts; every figure is the median of --repeats
+engine="llama") next to llama-cpp-python running the same file in this same script. Random
+token prompts; every figure is the median of --repeats
 runs. On a file of arch ``bitnet`` the pinned llama.cpp uses a SiLU FFN instead of relu²: the
 text differs, the amount of work is the same.
 
@@ -152,9 +153,7 @@ def main() -> None:
             files[head] = path.with_name(f"{path.stem}-{head}.gguf")
             if not files[head].exists():
                 convert(path, files[head], type="tq2_0", embedding_type=head)
-    print(
-        f"{'runner':<32} {'kernels':<14} {'head':>5} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}"
-    )
+    print(f"{'runner':<32} {'kernels':<14} {'head':>5} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
     n_ctx = args.pp + args.tg + 8
     n_vocab = len(_core.read_metadata(str(path))["tokenizer.ggml.tokens"])
     prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats, n_vocab)

@@ -82,15 +82,13 @@ def main() -> None:
             for threads in args.threads:
                 runs: dict[str, tuple[Callable[[], object], int]] = {
                     "bitnet": (
-                        lambda x=x, t=threads, n=n: [
-                            K.matmul(m, x, n_threads=t) for m in (mats if n == 1 else mats[:1])
+                        lambda x=x, t=threads, ms=mats[:per_call]: [
+                            K.matmul(m, x, n_threads=t) for m in ms
                         ],
                         packed.data.nbytes,
                     ),
                     "ggml": (
-                        lambda x=x, t=threads, n=n: [
-                            g.run(x, t) for g in (ggml if n == 1 else ggml[:1])
-                        ],
+                        lambda x=x, t=threads, gs=ggml[:per_call]: [g.run(x, t) for g in gs],
                         packed.data.nbytes,
                     ),
                     "numpy": (lambda x=x, d=dense: x @ d.T, dense.nbytes),

@@ -83,7 +83,8 @@ def test_i2s_kernel_takes_odd_group_counts():
     q = rng.integers(-127, 128, (2, 384)).astype(np.int8)
     sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
     for kernel in ["scalar", *SIMD]:
-        y = _core.ternary_gemm(pack_i2s(values), 384, "i2_s", 1.0, q, np.ones(2, np.float32), sums, 1, kernel)
+        ones = np.ones(2, np.float32)
+        y = _core.ternary_gemm(pack_i2s(values), 384, "i2_s", 1.0, q, ones, sums, 1, kernel)
         np.testing.assert_array_equal(y, numpy_dot(values, q).astype(np.float32))
 
 
@@ -130,7 +131,8 @@ def test_pack_round_trip_and_layout():
 
 def test_activation_quantization():
     rng = np.random.default_rng(7)
-    x = rng.standard_normal((5, 2560)).astype(np.float32) * np.array([[1], [10], [1e-3], [100], [3]], np.float32)
+    magnitudes = np.array([[1], [10], [1e-3], [100], [3]], np.float32)
+    x = rng.standard_normal((5, 2560)).astype(np.float32) * magnitudes
     q, s = K.quantize_activations(x)
     absmax = np.abs(x).max(axis=1)
     np.testing.assert_allclose(s, absmax / 127, rtol=1e-6)

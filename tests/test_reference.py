@@ -98,7 +98,9 @@ def test_tq1_0_stays_on_ggml_with_a_warning(tmp_path: Path, caplog):
 def test_kernels_argument_is_checked(tiny_relu2, tmp_path: Path):
     with pytest.raises(ValueError, match="kernels must be"):
         bitnet.Model(tiny_relu2, kernels="fast")  # type: ignore[arg-type]
-    llama_file = generate_model(tmp_path / "llama.gguf", architecture="llama", activation="silu", seed=6)
+    llama_file = generate_model(
+        tmp_path / "llama.gguf", architecture="llama", activation="silu", seed=6
+    )
     with pytest.raises(ValueError, match="kernels='bitnet' needs BitNetEngine"):
         bitnet.Model(llama_file, n_ctx=64, kernels="bitnet")
 

@@ -68,7 +68,8 @@ def _check_layout(layout: str) -> None:
 def _check_k(k: int, layout: str, name: str) -> None:
     if k % BLOCK[layout]:
         raise ValueError(
-            f"{name} has k={k}, which is not a multiple of {BLOCK[layout]} (the {layout} block size)"
+            f"{name} has k={k}, which is not a multiple of {BLOCK[layout]} "
+            f"(the {layout} block size)"
         )
 
 
@@ -98,7 +99,8 @@ def pack(values: np.ndarray, scale: float, layout: Layout = "i2_s") -> PackedTer
 
 
 def convert_layout(packed: PackedTernary, layout: Layout) -> PackedTernary:
-    """The same matrix in another layout (I2_S <-> TQ2_0, exact; to TQ2_0 the scale becomes fp16)."""
+    """The same matrix in another layout (I2_S <-> TQ2_0; the codes are kept exactly, and
+    the scale becomes fp16 in TQ2_0)."""
     _check_layout(layout)
     if packed.layout == layout:
         return packed
@@ -154,7 +156,9 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _resolve_threads(n_threads: int | None) -> int:
     if n_threads is None:
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
     return n_threads
@@ -174,7 +178,7 @@ def matmul(
     """
     if not isinstance(packed, PackedTernary):
         raise TypeError("packed must come from quantize_weights() or pack()")
-    rows, k = packed.shape
+    k = packed.shape[1]
     x = np.asarray(x)
     if x.ndim not in (1, 2) or x.shape[-1] != k:
         raise ValueError(f"x has shape {x.shape}; expected ({k},) or (n, {k})")

@@ -168,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
 
+    setup = sub.add_parser(
+        "setup",
+        help="set up a model: check, acquire, convert, verify, warm up (resumable)",
+        description="The bootstrapper (same as setup_env.py): environment check, model "
+        "acquisition (--from PATH or the Hugging Face hub), conversion to the fast format, "
+        "verification and warm-up, each recorded in <cache-dir>/bootstrap-state.json so a "
+        "rerun skips finished stages.",
+        epilog=_EPILOG,
+    )
+    from .bootstrap import add_arguments as _setup_arguments
+
+    _setup_arguments(setup)
+    setup.set_defaults(func=_setup)
+
     srv = sub.add_parser(
         "serve",
         help="OpenAI-compatible HTTP server",
@@ -552,6 +566,12 @@ def _generate_model(args: argparse.Namespace) -> int:
         f"in {time.perf_counter() - t0:.1f} s"
     )
     return EXIT_OK
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from .bootstrap import run_from_args
+
+    return run_from_args(args)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -151,7 +151,7 @@ void register_kernels(py::module_& m) {
   m.def("cpu_has_avx2", &kernels::cpu_has_avx2);
   m.def(
       "quantize_activations",
-      [](Floats x) {
+      [](Floats x, bool simd) {
         if (x.ndim() != 2) throw py::value_error("x must be (n, k) float32");
         const int64_t n = x.shape(0), k = x.shape(1);
         Int8 q({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(k)});
@@ -163,11 +163,13 @@ void register_kernels(py::module_& m) {
         int32_t* dsum = sum.mutable_data();
         {
           py::gil_scoped_release release;
-          for (int64_t t = 0; t < n; ++t) ds[t] = kernels::quantize_row(src + t * k, k, dq + t * k, dsum + t);
+          const auto fn = simd ? &kernels::quantize_row : &kernels::quantize_row_scalar;
+          for (int64_t t = 0; t < n; ++t) ds[t] = fn(src + t * k, k, dq + t * k, dsum + t);
         }
         return py::make_tuple(q, scale, sum);
       },
-      py::arg("x"), "Internal: per-row absmax int8 quantization -> (q, scale, sum of q).");
+      py::arg("x"), py::arg("simd") = true,
+      "Internal: per-row absmax int8 quantization -> (q, scale, sum of q); simd=False: the scalar reference.");
   m.def(
       "ternary_gemm",
       [](Bytes weights, int64_t k, const std::string& layout, float w_scale, Int8 xq, Floats x_scale, Int32 x_sum,

@@ -129,6 +129,20 @@ def test_pack_round_trip_and_layout():
     assert [(byte >> s & 3) - 1 for s in (6, 4, 2, 0)] == [values[0, i] for i in (5, 37, 69, 101)]
 
 
+@pytest.mark.parametrize("k", [128, 2560, 6912, 100, 37])
+def test_simd_activation_quantization_equals_scalar(k):
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((4, k)).astype(np.float32) * np.float32(3)
+    x[1] = 0.0
+    x[2, : k // 2] = 127.0  # ties and extremes
+    x[3] = np.round(rng.standard_normal(k) * 50).astype(np.float32) + np.float32(0.5)
+    simd = _core.quantize_activations(x)
+    scalar = _core.quantize_activations(x, False)
+    for a, b in zip(simd, scalar, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(simd[2], simd[0].astype(np.int32).sum(axis=1))
+
+
 def test_activation_quantization():
     rng = np.random.default_rng(7)
     magnitudes = np.array([[1], [10], [1e-3], [100], [3]], np.float32)

@@ -31,7 +31,7 @@ int64_t row_bytes(Layout layout, int64_t k);
 
 // Largest tile the kernels take: kMaxRows rows x kMaxTokens tokens.
 constexpr int kMaxRows = 4;
-constexpr int kMaxTokens = 2;
+constexpr int kMaxTokens = 4;
 
 // out[r * n_tokens + t] = sum_k code[r][k] * x[t][k] for r < n_rows, t < n_tokens, where row r
 // starts at w + r * w_stride and token t at x + t * x_stride.
@@ -68,6 +68,7 @@ struct QuantizedActivations {
 // Per-token absmax quantization of one row of k floats to int8 in [-127, 127]; returns the
 // scale (absmax / 127, or 1 for an all-zero row) and writes the sum of q to *sum.
 float quantize_row(const float* x, int64_t k, int8_t* q, int32_t* sum);
+float quantize_row_scalar(const float* x, int64_t k, int8_t* q, int32_t* sum);  // the reference
 
 // Weights as the kernels see them. Rows use one scale each: `scale` for kI2S, and for kTQ2 the
 // d of the row's first block (the caller has checked that every block of a row has the same d).

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .fetch import sha256_of
 
 __all__ = ["STAGES", "BootstrapError", "Bootstrapper", "main"]
 
@@ -52,20 +53,12 @@ class BootstrapError(RuntimeError):
     """A stage cannot complete; the message names the problem and the fix."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checksums(path: Path) -> dict[str, str]:
     """sha256 of a file, or of every file of a folder (relative names), sorted."""
     if path.is_file():
-        return {path.name: _sha256(path)}
+        return {path.name: sha256_of(path)}
     return {
-        str(p.relative_to(path)): _sha256(p)
+        str(p.relative_to(path)): sha256_of(p)
         for p in sorted(path.rglob("*"))
         if p.is_file() and ".cache" not in p.relative_to(path).parts
     }
@@ -290,7 +283,7 @@ class Bootstrapper:
             convert(src, dst, type=self.ternary_type)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
             raise BootstrapError(f"cannot convert {src}: {exc}") from exc
-        return {"path": str(dst), "sha256": _sha256(dst), "files": _sizes(dst)}, [dst]
+        return {"path": str(dst), "sha256": sha256_of(dst), "files": _sizes(dst)}, [dst]
 
     def _stage_verify(self, inputs: dict[str, Any] | None, prev: dict[str, Any]) -> Any:
         converted = prev["convert"]
@@ -299,7 +292,7 @@ class Bootstrapper:
         from .runtime import BitNetRuntime
 
         path = Path(converted["path"])
-        got = _sha256(path)
+        got = sha256_of(path)
         if got != converted["sha256"]:
             raise BootstrapError(
                 f"{path} changed since it was converted (sha256 {got}); rerun with --clean"

@@ -7,7 +7,6 @@ loads and runs the model in-process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any, Literal
 from . import events
 from ._native import _core
 from .errors import BitNetError, ModelLoadError
+from .fetch import sha256_of
 from .model import MAX_CONTEXT, MAX_THREADS, GenerationResult, Model
 
 __all__ = [
@@ -754,7 +754,7 @@ def _model_diagnostics(
             )
         )
     if check_sha256 or (check_sha256 is None and runtime.sha256):
-        digest = _sha256(path)
+        digest = sha256_of(path)
         info["sha256"] = digest
         if runtime.sha256:
             info["sha256_expected"] = runtime.sha256
@@ -786,14 +786,6 @@ def _kernel_description(engine: str, ternary: list[str], kernels: str = "auto") 
         kinds = "TQ2_0 (cached conversion of I2_S)"
     graph = "BitNetEngine graph" if engine == "bitnet" else "libllama graph"
     return f"ggml {kinds} matmuls ({graph}; CPU backend built for {' '.join(simd) or 'baseline'})"
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _checked_int(name: str, value: object, low: int, high: int) -> int:

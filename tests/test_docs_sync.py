@@ -152,7 +152,7 @@ def test_unknown_endpoint_in_docs_fails(repo: Path):
 def test_unknown_telemetry_event_or_metric_fails(repo: Path):
     doc = repo / "docs/deployment.md"
     edit(doc, "| `dry_run` |", "| `dry_run_started` |")
-    doc.write_text(doc.read_text() + "\nWatch `bitnet_cache_hits_total`.\n")
+    doc.write_text(doc.read_text() + "\nWatch the metric `bitnet_cache_hits_total`.\n")
     proc = check(repo)
     assert "telemetry event `dry_run_started` is not emitted" in proc.stderr
     assert "metric `bitnet_cache_hits_total` is not exported" in proc.stderr

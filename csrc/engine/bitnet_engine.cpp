@@ -40,14 +40,10 @@ void quantize_op(ggml_tensor* dst, int ith, int nth, void* /*userdata*/) {
 }
 
 void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
-  const auto* impl = static_cast<const kernels::Impl*>(userdata);
+  auto* op = static_cast<TernaryOpState*>(userdata);
   const ggml_tensor* w = dst->src[0];
   const ggml_tensor* xq = dst->src[1];
   const int64_t k = w->ne[0], rows = w->ne[1], n = xq->ne[1];
-  // Static split in multiples of 4 rows (the GEMV tile).
-  const int64_t per_thread = ((rows + nth - 1) / nth + 3) / 4 * 4;
-  const int64_t r0 = std::min(rows, ith * per_thread), r1 = std::min(rows, r0 + per_thread);
-  if (r0 >= r1) return;
   std::vector<float> scale(static_cast<size_t>(n));
   std::vector<int32_t> sum(static_cast<size_t>(n));
   const auto* q = static_cast<const int8_t*>(xq->data);
@@ -58,7 +54,17 @@ void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   const kernels::TernaryMatrix m{kernels::Layout::kTQ2, static_cast<const uint8_t*>(w->data), rows, k,
                                  static_cast<int64_t>(w->nb[1]), 0.0f};
   const kernels::QuantizedActivations x{q, static_cast<int64_t>(xq->nb[1]), scale.data(), sum.data(), n};
-  kernels::gemm_rows(*impl, m, r0, r1, x, static_cast<float*>(dst->data), static_cast<int64_t>(dst->nb[1] / sizeof(float)));
+  auto* y = static_cast<float*>(dst->data);
+  const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
+  // Chunks of rows (multiples of 4) taken from a shared counter: a thread that runs ahead takes
+  // more, instead of waiting at the node's barrier for a static half.
+  const int64_t chunk = std::max<int64_t>(16, (rows / (8 * std::max(1, nth)) + 3) / 4 * 4);
+  (void)ith;
+  for (;;) {
+    const int64_t r0 = op->next_row.fetch_add(chunk, std::memory_order_relaxed);
+    if (r0 >= rows) break;
+    kernels::gemm_rows(*op->impl, m, r0, std::min(rows, r0 + chunk), x, y, y_stride);
+  }
 }
 
 // Our kernels use one scale per row: true when every TQ2_0 block of every row has the same d.
@@ -242,6 +248,7 @@ void BitNetEngine::choose_kernels() {
     }
   }
   if (own_kernel_.empty()) kernel_impl_ = nullptr;
+  op_states_ = std::vector<TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
 }
 
 std::string BitNetEngine::kernels() const {
@@ -261,13 +268,20 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
     *xq = ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] + kQuantTail, x->ne[1], 1, 1, args, 1, &quantize_op,
                          GGML_N_TASKS_MAX, nullptr);
   }
+  if (n_op_states_ == op_states_.size()) {
+    throw EngineError("internal: more ternary matmuls in one graph than BitNetEngine prepared for");
+  }
+  TernaryOpState* state = &op_states_[n_op_states_++];
+  state->impl = kernel_impl_;
+  state->next_row.store(0, std::memory_order_relaxed);  // the graph runs after it is built
   ggml_tensor* args[] = {w, *xq};
   return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ternary_op, GGML_N_TASKS_MAX,
-                        const_cast<kernels::Impl*>(kernel_impl_));
+                        state);
 }
 
 ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits,
                                        GraphInputs* in) {
+  n_op_states_ = 0;
   const int n_kv = pos0 + n_tokens;
   const int head_dim = hp_.head_dim();
   const int n_embd_kv = hp_.n_embd_kv();

@@ -1,6 +1,7 @@
 // BitNetEngine: our own ggml graph for the BitNet b1.58 family.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <unordered_set>
@@ -32,6 +33,14 @@ struct BitNetHParams {
 
   int head_dim() const { return n_embd / n_head; }
   int n_embd_kv() const { return head_dim() * n_head_kv; }
+};
+
+// Per ternary-matmul node of the current graph: the kernel and the next row a thread takes.
+struct TernaryOpState {
+  const kernels::Impl* impl = nullptr;
+  std::atomic<int64_t> next_row{0};
+  TernaryOpState() = default;
+  TernaryOpState(TernaryOpState&&) noexcept {}  // only ever moved while empty (vector sizing)
 };
 
 // True for the architectures BitNetEngine runs.
@@ -107,6 +116,8 @@ class BitNetEngine final : public Engine {
   const kernels::Impl* kernel_impl_ = nullptr;       // null: ggml runs every matmul
   std::unordered_set<const ggml_tensor*> own_kernel_;  // weights our kernels take
   int n_ternary_ = 0;                                  // ternary weights in the model
+  std::vector<TernaryOpState> op_states_;              // reset by each build_graph
+  size_t n_op_states_ = 0;
 };
 
 }  // namespace bitnet::engine

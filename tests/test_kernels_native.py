@@ -1,6 +1,7 @@
-"""The C++ kernel self-test (tests/native/kernel_selftest.cpp): every SIMD implementation the CPU
-runs equals the scalar reference for every tile size; and the NEON path, cross-compiled for
-AArch64 and run under qemu-user where both are installed."""
+"""The C++ kernel self-tests: every SIMD implementation the CPU runs equals the scalar reference
+for every tile size (tests/native/kernel_selftest.cpp); the AVX-512 VNNI kernel's logic on any
+CPU, compiled against software intrinsics (tests/native/vnni_emulated.cpp); and the NEON path,
+cross-compiled for AArch64 and run under qemu-user where both are installed."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ SOURCES = [
 ]
 
 
-def build_and_run(compiler: str, out: Path, runner: list[str]) -> str:
-    cmd = [compiler, "-O2", "-std=c++17", f"-I{ROOT / 'csrc'}", *map(str, SOURCES), "-o", str(out)]
+def build_and_run(
+    compiler: str, out: Path, runner: list[str], sources: list[Path] = SOURCES
+) -> str:
+    cmd = [compiler, "-O2", "-std=c++17", f"-I{ROOT / 'csrc'}", *map(str, sources), "-o", str(out)]
     subprocess.run([*cmd, "-lpthread"], check=True, capture_output=True, text=True)
     proc = subprocess.run([*runner, str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -33,6 +36,16 @@ def test_native_selftest(tmp_path: Path):
         pytest.skip("no C++ compiler")
     out = build_and_run(compiler, tmp_path / "selftest", [])
     assert "failures=0" in out
+
+
+@pytest.mark.slow
+def test_vnni_kernel_logic_emulated(tmp_path: Path):
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    sources = [ROOT / "tests/native/vnni_emulated.cpp", *SOURCES[1:]]
+    out = build_and_run(compiler, tmp_path / "vnni", [], sources)
+    assert "failures=0" in out and "checked=480" in out
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 #include "kernels/ternary.h"
 
+#include "kernels/layout.h"
 #include "kernels/thread_pool.h"
 
 #include <algorithm>
@@ -19,22 +20,6 @@
 namespace bitnet::kernels {
 
 namespace {
-
-// Where group g (128 weights) of a row starts.
-template <Layout L>
-inline const uint8_t* group_ptr(const uint8_t* row, int64_t g) {
-  if constexpr (L == Layout::kI2S) {
-    return row + g * 32;
-  } else {
-    return row + (g >> 1) * kTq2BlockBytes + (g & 1) * 32;
-  }
-}
-
-// Bit position of plane p (weights 32p..32p+31 of a group) within each byte.
-template <Layout L>
-constexpr int plane_shift(int p) {
-  return L == Layout::kI2S ? 6 - 2 * p : 2 * p;
-}
 
 float fp16_to_fp32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
@@ -203,59 +188,7 @@ BITNET_TILE_DISPATCH(avx2)
 
 #define BITNET_VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
 
-template <Layout L, int R, int T>
-BITNET_VNNI_TARGET void vnni(const uint8_t* w, int64_t ws, const int8_t* x, int64_t xs, int64_t k, int32_t* out) {
-  const __m512i mask = _mm512_set1_epi8(3);
-  __m512i acc[R][T];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r][t] = _mm512_setzero_si512();
-  const int64_t n_groups = k / kGroup;
-  int64_t g = 0;
-  for (; g + 1 < n_groups; g += 2) {
-    __m512i c[R];
-    for (int r = 0; r < R; ++r) c[r] = _mm512_loadu_si512(group_ptr<L>(w + r * ws, g));
-#pragma GCC unroll 4
-    for (int p = 0; p < 4; ++p) {
-      __m512i xv[T];
-      for (int t = 0; t < T; ++t) {
-        const int8_t* xp = x + t * xs + g * kGroup + 32 * p;
-        const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp));
-        const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + kGroup));
-        xv[t] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-      }
-      for (int r = 0; r < R; ++r) {
-        const __m512i wv = _mm512_and_si512(_mm512_srli_epi16(c[r], plane_shift<L>(p)), mask);
-        for (int t = 0; t < T; ++t) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], wv, xv[t]);
-      }
-    }
-  }
-  __m256i tail[R][T];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) tail[r][t] = _mm256_setzero_si256();
-  if (g < n_groups) {  // an odd group count (I2_S only: TQ2_0 rows are whole 256-weight blocks)
-    const __m256i mask256 = _mm256_set1_epi8(3);
-    for (int r = 0; r < R; ++r) {
-      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_ptr<L>(w + r * ws, g)));
-      for (int p = 0; p < 4; ++p) {
-        const __m256i wv = _mm256_and_si256(_mm256_srli_epi16(c, plane_shift<L>(p)), mask256);
-        for (int t = 0; t < T; ++t) {
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + t * xs + g * kGroup + 32 * p));
-          tail[r][t] = _mm256_dpbusd_epi32(tail[r][t], wv, xv);
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    for (int t = 0; t < T; ++t) {
-      const __m256i folded = _mm256_add_epi32(
-          _mm256_add_epi32(_mm512_castsi512_si256(acc[r][t]), _mm512_extracti64x4_epi64(acc[r][t], 1)), tail[r][t]);
-      __m128i s = _mm_add_epi32(_mm256_castsi256_si128(folded), _mm256_extracti128_si256(folded, 1));
-      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-      s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-      out[r * T + t] = _mm_cvtsi128_si32(s);
-    }
-  }
-}
+#include "kernels/vnni_tile.inc"
 BITNET_TILE_DISPATCH(vnni)
 
 bool cpu_has_avx512vnni() {

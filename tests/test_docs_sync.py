@@ -90,6 +90,14 @@ def test_code_changed_after_review_fails(repo: Path):
     assert "changed on 2027-01-05" in proc.stderr
 
 
+def test_outside_git_the_dates_are_not_guessed(repo: Path):
+    """A copied tree (an sdist, cibuildwheel's container) has no history; mtimes say "copied"."""
+    shutil.rmtree(repo / ".git")
+    proc = check(repo)
+    assert proc.returncode == 0, proc.stderr
+    assert "review dates not checked" in proc.stderr
+
+
 def test_doc_without_review_line_fails(repo: Path):
     edit(repo / "docs/formats.md", "Last reviewed: 2026-11-27", "Reviewed")
     assert "docs/formats.md: no 'Last reviewed" in check(repo).stderr

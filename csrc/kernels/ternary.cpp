@@ -371,20 +371,21 @@ void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
   const int tile_tokens = x.n == 1 ? 1 : 2;
   constexpr int64_t kRowBlock = 64;
   int32_t dots[kMaxRows * kMaxTokens];
-  float scales[kMaxRows];
+  float scales[kRowBlock];  // of the block's rows, read once rather than once per token pair
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int64_t re = std::min(r1, rb + kRowBlock);
+    for (int64_t r = rb; r < re; ++r) scales[r - rb] = row_scale(w, r);
     for (int64_t t = 0; t < x.n; t += tile_tokens) {
       const int nt = static_cast<int>(std::min<int64_t>(tile_tokens, x.n - t));
       for (int64_t r = rb; r < re; r += tile_rows) {
         const int nr = static_cast<int>(std::min<int64_t>(tile_rows, re - r));
         impl.tile(w.layout, w.data + r * w.stride, w.stride, nr, x.q + t * x.stride, x.stride, nt, w.k, dots);
-        for (int i = 0; i < nr; ++i) scales[i] = row_scale(w, r + i);
+        const float* rs = scales + (r - rb);
         for (int j = 0; j < nt; ++j) {
           float* yt = y + (t + j) * y_stride + r;
           const int32_t sum = x.sum[t + j];
           const float xs = x.scale[t + j];
-          for (int i = 0; i < nr; ++i) yt[i] = static_cast<float>(dots[i * nt + j] - sum) * scales[i] * xs;
+          for (int i = 0; i < nr; ++i) yt[i] = static_cast<float>(dots[i * nt + j] - sum) * rs[i] * xs;
         }
       }
     }

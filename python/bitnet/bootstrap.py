@@ -53,14 +53,20 @@ class BootstrapError(RuntimeError):
     """A stage cannot complete; the message names the problem and the fix."""
 
 
+def _files(path: Path) -> list[Path]:
+    """A file, or every file of a folder, sorted."""
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
 def _checksums(path: Path) -> dict[str, str]:
-    """sha256 of a file, or of every file of a folder (relative names), sorted."""
+    """sha256 of a file, or of every file of a folder (relative names; hub bookkeeping in .cache
+    left out)."""
     if path.is_file():
         return {path.name: sha256_of(path)}
     return {
         str(p.relative_to(path)): sha256_of(p)
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and ".cache" not in p.relative_to(path).parts
+        for p in _files(path)
+        if ".cache" not in p.relative_to(path).parts
     }
 
 
@@ -215,7 +221,7 @@ class Bootstrapper:
                 src = self.source
                 if not src.exists():
                     raise BootstrapError(f"--from {src}: no such file or folder")
-                files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
+                files = _files(src)
                 return {
                     "from": str(src.resolve()),
                     "files": {str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in files},
@@ -324,8 +330,7 @@ class Bootstrapper:
 
 
 def _sizes(path: Path) -> dict[str, int]:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return {str(p): p.stat().st_size for p in files}
+    return {str(p): p.stat().st_size for p in _files(path)}
 
 
 def _pick_model(path: Path) -> Path:

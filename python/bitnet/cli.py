@@ -48,6 +48,15 @@ def _threads(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {value!r}") from None
 
 
+def _add_kernels_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kernels",
+        choices=["auto", "bitnet", "ggml"],
+        default="auto",
+        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
+    )
+
+
 def _add_runtime_args(p: argparse.ArgumentParser, *, model_required: bool) -> None:
     p.add_argument("-m", "--model", required=model_required, help="GGUF model file")
     p.add_argument(
@@ -77,12 +86,7 @@ def _add_runtime_args(p: argparse.ArgumentParser, *, model_required: bool) -> No
         default="auto",
         help="auto: BitNetEngine for BitNet architectures, libllama for the rest",
     )
-    p.add_argument(
-        "--kernels",
-        choices=["auto", "bitnet", "ggml"],
-        default="auto",
-        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
-    )
+    _add_kernels_arg(p)
     p.add_argument("--sha256", default=None, help="expected sha256 of the model file")
     p.add_argument(
         "--log-format",
@@ -159,12 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("-n", "--n-gen", type=int, default=64)
     bench.add_argument("-r", "--repeats", type=int, default=3)
     bench.add_argument("--engine", choices=["auto", "bitnet", "llama"], default="auto")
-    bench.add_argument(
-        "--kernels",
-        choices=["auto", "bitnet", "ggml"],
-        default="auto",
-        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
-    )
+    _add_kernels_arg(bench)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=_bench)
 
@@ -211,12 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("-c", "--ctx-size", type=int, default=4096, help="context per slot")
     srv.add_argument("-t", "--threads", type=_threads, default="auto")
     srv.add_argument("--threads-batch", type=_threads, default=None)
-    srv.add_argument(
-        "--kernels",
-        choices=["auto", "bitnet", "ggml"],
-        default="auto",
-        help="auto: our ternary kernels where the CPU has a SIMD path for them, else ggml's",
-    )
+    _add_kernels_arg(srv)
     srv.add_argument(
         "--timeout",
         type=float,

@@ -18,7 +18,6 @@ a portable scalar loop); ``available_kernels()`` lists what this CPU can run.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from ._native import _core
 from .convert import i2s_pack, i2s_unpack
+from .model import _default_threads
 
 __all__ = [
     "PackedTernary",
@@ -156,9 +156,7 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _resolve_threads(n_threads: int | None) -> int:
     if n_threads is None:
-        if hasattr(os, "sched_getaffinity"):
-            return len(os.sched_getaffinity(0))
-        return os.cpu_count() or 1
+        return _default_threads()
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
     return n_threads

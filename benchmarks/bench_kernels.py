@@ -5,6 +5,8 @@ GFLOP-equivalent/s (2*rows*k per token), weight GB/s and, for GEMV, the share of
 read bandwidth (measured here by summing 1 GiB on that many threads: the roofline of a
 memory-bound GEMV). Our kernels and ggml read the same TQ2_0 bytes (what the engine maps from
 the file); ggml runs through the same libggml the engine links, with a persistent thread pool.
+For batches, ``packed`` is our kernel forced to its one-token path (2-bit codes decoded in the
+inner loop), the baseline of the unpacked batch path ``bitnet`` takes from 4 tokens on.
 
     python benchmarks/bench_kernels.py [--threads 1 2] [--batch 128] [--repeats 7]
 
@@ -40,6 +42,14 @@ def median_seconds(fn: Callable[[], object], repeats: int, per_call: int = 1) ->
         fn()
         times.append((time.perf_counter() - t0) / per_call)
     return statistics.median(times)
+
+
+def packed_path_matmul(packed: K.PackedTernary, x: np.ndarray, threads: int) -> np.ndarray:
+    """K.matmul with the batch forced onto the packed-codes path."""
+    q, scales, sums = _core.quantize_activations(x)
+    k = packed.shape[1]
+    args = (packed.data, k, packed.layout, packed.scale, q, scales, sums, threads)
+    return _core.ternary_gemm(*args, "auto", "packed")
 
 
 def main() -> None:
@@ -91,8 +101,13 @@ def main() -> None:
                         lambda x=x, t=threads, gs=ggml[:per_call]: [g.run(x, t) for g in gs],
                         packed.data.nbytes,
                     ),
-                    "numpy": (lambda x=x, d=dense: x @ d.T, dense.nbytes),
                 }
+                if n > 1:
+                    runs["packed"] = (
+                        lambda x=x, t=threads, p=packed: packed_path_matmul(p, x, t),
+                        packed.data.nbytes,
+                    )
+                runs["numpy"] = (lambda x=x, d=dense: x @ d.T, dense.nbytes)
                 with threadpool_limits(threads):
                     for name, (fn, nbytes) in runs.items():
                         calls = per_call if name != "numpy" else 1

@@ -173,7 +173,7 @@ void register_kernels(py::module_& m) {
   m.def(
       "ternary_gemm",
       [](Bytes weights, int64_t k, const std::string& layout, float w_scale, Int8 xq, Floats x_scale, Int32 x_sum,
-         int n_threads, const std::string& kernel) {
+         int n_threads, const std::string& kernel, const std::string& batch_path) {
         const kernels::Layout lay = layout_by_name(layout);
         if (weights.ndim() != 2 || weights.shape(1) != kernels::row_bytes(lay, k)) {
           throw py::value_error("weights must be (rows, " + std::to_string(kernels::row_bytes(lay, k)) + ") uint8");
@@ -185,6 +185,17 @@ void register_kernels(py::module_& m) {
         }
         if (n_threads < 1) throw py::value_error("n_threads must be >= 1");
         const kernels::Impl& impl = by_name(kernel);
+        kernels::BatchPath path = kernels::BatchPath::kAuto;
+        if (batch_path == "packed") {
+          path = kernels::BatchPath::kPacked;
+        } else if (batch_path == "unpacked") {
+          if (impl.unpacked_tile == nullptr) {
+            throw py::value_error("kernel '" + std::string(impl.name) + "' has no unpacked batch path");
+          }
+          path = kernels::BatchPath::kUnpacked;
+        } else if (batch_path != "auto") {
+          throw py::value_error("batch_path must be 'auto', 'packed' or 'unpacked', not '" + batch_path + "'");
+        }
         const int64_t rows = weights.shape(0), n = xq.shape(0);
         Floats y({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(rows)});
         const kernels::TernaryMatrix w{lay, weights.data(), rows, k, weights.shape(1), w_scale};
@@ -192,12 +203,13 @@ void register_kernels(py::module_& m) {
         float* out = y.mutable_data();
         {
           py::gil_scoped_release release;  // the arrays are held by this call's references
-          kernels::gemm(impl, w, x, out, rows, n_threads);
+          kernels::gemm(impl, w, x, out, rows, n_threads, path);
         }
         return y;
       },
       py::arg("weights"), py::arg("k"), py::arg("layout"), py::arg("w_scale"), py::arg("xq"), py::arg("x_scale"),
-      py::arg("x_sum"), py::arg("n_threads"), py::arg("kernel"), "Internal: validated by bitnet.kernels.");
+      py::arg("x_sum"), py::arg("n_threads"), py::arg("kernel"), py::arg("batch_path") = "auto",
+      "Internal: validated by bitnet.kernels. batch_path 'packed' / 'unpacked' forces how a batch runs.");
   py::class_<GgmlTernaryMatmul>(m, "GgmlTernaryMatmul", "Internal: ggml's TQ2_0 matmul, for benchmarks and tests.")
       .def(py::init<Bytes, int64_t>(), py::arg("weights"), py::arg("k"))
       .def("run", &GgmlTernaryMatmul::run, py::arg("x"), py::arg("n_threads"));

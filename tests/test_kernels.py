@@ -50,6 +50,10 @@ def pack_tq2(values: np.ndarray, d: float) -> np.ndarray:
         (6, 256, 2, "zeros"),
         (9, 6912, 4, "random"),
         (4, 4096 + 256, 1, "extreme"),  # long rows: 16-bit partial sums flushed in time
+        # batches of >= 4 tokens run over unpacked codes in chunks of 2048 weights
+        (11, 4352, 7, "extreme"),
+        (6, 2560, 9, "all-1"),
+        (13, 2048, 4, "all+1"),
     ],
 )
 def test_kernels_are_exact(layout, kernel, rows, k, n, case):
@@ -70,7 +74,7 @@ def test_kernels_are_exact(layout, kernel, rows, k, n, case):
     else:
         q = rng.integers(-127, 128, (n, k)).astype(np.int8)
     data = pack_i2s(values) if layout == "i2_s" else pack_tq2(values, 0.5)
-    scales = np.array([1.0, 0.25, 2.0, 0.5, 4.0][:n], np.float32)
+    scales = np.resize(np.array([1.0, 0.25, 2.0, 0.5, 4.0], np.float32), n)
     sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
     y = _core.ternary_gemm(data, k, layout, 0.5, q, scales, sums, 2, kernel)
     want = numpy_dot(values, q).astype(np.float64) * 0.5 * scales[:, None]
@@ -80,12 +84,13 @@ def test_kernels_are_exact(layout, kernel, rows, k, n, case):
 def test_i2s_kernel_takes_odd_group_counts():
     rng = np.random.default_rng(5)
     values = rng.integers(-1, 2, (5, 384)).astype(np.int8)  # 3 groups of 128
-    q = rng.integers(-127, 128, (2, 384)).astype(np.int8)
-    sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
-    for kernel in ["scalar", *SIMD]:
-        ones = np.ones(2, np.float32)
-        y = _core.ternary_gemm(pack_i2s(values), 384, "i2_s", 1.0, q, ones, sums, 1, kernel)
-        np.testing.assert_array_equal(y, numpy_dot(values, q).astype(np.float32))
+    for n in (2, 5):  # over packed codes and, for batches, over unpacked codes
+        q = rng.integers(-127, 128, (n, 384)).astype(np.int8)
+        sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
+        for kernel in ["scalar", *SIMD]:
+            ones = np.ones(n, np.float32)
+            y = _core.ternary_gemm(pack_i2s(values), 384, "i2_s", 1.0, q, ones, sums, 1, kernel)
+            np.testing.assert_array_equal(y, numpy_dot(values, q).astype(np.float32))
 
 
 def test_layout_conversion_round_trips():

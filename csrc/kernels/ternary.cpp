@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -69,6 +70,28 @@ void tile_scalar(Layout layout, const uint8_t* w, int64_t w_stride, int n_rows, 
       const int8_t* xt = x + t * x_stride;
       out[r * n_tokens + t] = layout == Layout::kI2S ? dot_scalar<Layout::kI2S>(row, xt, k)
                                                      : dot_scalar<Layout::kTQ2>(row, xt, k);
+    }
+  }
+}
+
+void unpacked_tile_scalar(const uint8_t* codes, int64_t c_stride, int n_rows, const int8_t* x, int64_t x_stride,
+                          int n_tokens, int64_t k, int32_t* acc) {
+  for (int r = 0; r < n_rows; ++r) {
+    for (int t = 0; t < n_tokens; ++t) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < k; ++i) sum += codes[r * c_stride + i] * x[t * x_stride + i];
+      acc[r * n_tokens + t] += sum;
+    }
+  }
+}
+
+template <Layout L>
+void unpack_scalar(const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst) {
+  for (int64_t g = g0; g < g1; ++g) {
+    const uint8_t* codes = group_ptr<L>(row, g);
+    uint8_t* d = dst + (g - g0) * kGroup;
+    for (int p = 0; p < 4; ++p) {
+      for (int j = 0; j < 32; ++j) d[32 * p + j] = (codes[j] >> plane_shift<L>(p)) & 3;
     }
   }
 }
@@ -181,6 +204,101 @@ __attribute__((target("avx2"))) void avx2(const uint8_t* w, int64_t ws, const in
 }
 BITNET_TILE_DISPATCH(avx2)
 
+// ---- AVX2 over unpacked codes ----------------------------------------------------------
+// Codes already one byte per weight: the loop is a maddubs and a 16-bit add per 32 products, no
+// decoding. k <= kUnpackedMaxK keeps the 16-bit sums exact (64 maddubs of at most 2*2*128).
+
+template <Layout L>
+__attribute__((target("avx2"))) void unpack_avx2(const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst) {
+  const __m256i mask = _mm256_set1_epi8(3);
+  for (int64_t g = g0; g < g1; ++g) {
+    const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(group_ptr<L>(row, g)));
+    uint8_t* d = dst + (g - g0) * kGroup;
+    for (int p = 0; p < 4; ++p) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 32 * p),
+                          _mm256_and_si256(_mm256_srli_epi16(c, plane_shift<L>(p)), mask));
+    }
+  }
+}
+
+// a += maddubs(w, x), the add written out so that GCC keeps each sum in its register (left to
+// itself it reassociates the sums and spills them to the stack every iteration).
+#define BITNET_MADD_ACC(a, w, x)                                 \
+  do {                                                           \
+    const __m256i prod_ = _mm256_maddubs_epi16((w), (x));        \
+    asm("vpaddw %1, %0, %0" : "+x"(a) : "x"(prod_));             \
+  } while (0)
+
+// The hot tile: 4 rows x 2 tokens, 8 sums in registers, the 4 rows' codes loaded once per step.
+__attribute__((target("avx2"))) void unpacked_avx2_4x2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
+                                                       int64_t k, int32_t* acc) {
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+  const uint8_t *c0 = c, *c1 = c + cs, *c2 = c + 2 * cs, *c3 = c + 3 * cs;
+  const int8_t *x0 = x, *x1 = x + xs;
+  for (int64_t i = 0; i < k; i += 32) {
+    __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c0 + i));
+    __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c1 + i));
+    __m256i w2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c2 + i));
+    __m256i w3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c3 + i));
+    asm("" : "+x"(w0), "+x"(w1), "+x"(w2), "+x"(w3));  // loaded once, not once per token
+    const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x0 + i));
+    const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x1 + i));
+    BITNET_MADD_ACC(a00, w0, v0);
+    BITNET_MADD_ACC(a10, w1, v0);
+    BITNET_MADD_ACC(a20, w2, v0);
+    BITNET_MADD_ACC(a30, w3, v0);
+    BITNET_MADD_ACC(a01, w0, v1);
+    BITNET_MADD_ACC(a11, w1, v1);
+    BITNET_MADD_ACC(a21, w2, v1);
+    BITNET_MADD_ACC(a31, w3, v1);
+  }
+  // Widen to 32 bits and reduce the 8 sums into one vector in acc's order (r * 2 + t).
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i h0 = _mm256_hadd_epi32(_mm256_madd_epi16(a00, ones), _mm256_madd_epi16(a01, ones));
+  const __m256i h1 = _mm256_hadd_epi32(_mm256_madd_epi16(a10, ones), _mm256_madd_epi16(a11, ones));
+  const __m256i h2 = _mm256_hadd_epi32(_mm256_madd_epi16(a20, ones), _mm256_madd_epi16(a21, ones));
+  const __m256i h3 = _mm256_hadd_epi32(_mm256_madd_epi16(a30, ones), _mm256_madd_epi16(a31, ones));
+  const __m256i lo = _mm256_hadd_epi32(h0, h1), hi = _mm256_hadd_epi32(h2, h3);
+  const __m256i sums =
+      _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+  __m256i* out = reinterpret_cast<__m256i*>(acc);
+  _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), sums));
+}
+
+// Every other tile size (the edges of a matrix or a batch).
+template <int R, int T>
+__attribute__((target("avx2"))) void unpacked_avx2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
+                                                   int64_t k, int32_t* acc) {
+  __m256i a16[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) a16[r][t] = _mm256_setzero_si256();
+  for (int64_t i = 0; i < k; i += 32) {
+    __m256i w[R];
+    for (int r = 0; r < R; ++r) w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + r * cs + i));
+    for (int t = 0; t < T; ++t) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + t * xs + i));
+      for (int r = 0; r < R; ++r) BITNET_MADD_ACC(a16[r][t], w[r], v);
+    }
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r * T + t] += hsum_avx2(_mm256_madd_epi16(a16[r][t], ones));
+}
+#undef BITNET_MADD_ACC
+
+using UnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+constexpr UnpackedPtr unpacked_avx2_table[kMaxRows][kMaxTokens] = {
+    {unpacked_avx2<1, 1>, unpacked_avx2<1, 2>, unpacked_avx2<1, 3>, unpacked_avx2<1, 4>},
+    {unpacked_avx2<2, 1>, unpacked_avx2<2, 2>, unpacked_avx2<2, 3>, unpacked_avx2<2, 4>},
+    {unpacked_avx2<3, 1>, unpacked_avx2<3, 2>, unpacked_avx2<3, 3>, unpacked_avx2<3, 4>},
+    {unpacked_avx2<4, 1>, unpacked_avx2_4x2, unpacked_avx2<4, 3>, unpacked_avx2<4, 4>},
+};
+
+void unpacked_avx2_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
+                        int32_t* acc) {
+  unpacked_avx2_table[nr - 1][nt - 1](c, cs, x, xs, k, acc);
+}
+
 // ---- AVX-512 VNNI ------------------------------------------------------------------------
 // vpdpbusd multiplies unsigned codes by signed activations and accumulates in 32 bits. A zmm
 // register holds two consecutive groups' codes (64 contiguous bytes in both layouts: a TQ2_0
@@ -190,6 +308,18 @@ BITNET_TILE_DISPATCH(avx2)
 
 #include "kernels/vnni_tile.inc"
 BITNET_TILE_DISPATCH(vnni)
+
+constexpr UnpackedPtr vnni_unpacked_table[kMaxRows][kMaxTokens] = {
+    {vnni_unpacked<1, 1>, vnni_unpacked<1, 2>, vnni_unpacked<1, 3>, vnni_unpacked<1, 4>},
+    {vnni_unpacked<2, 1>, vnni_unpacked<2, 2>, vnni_unpacked<2, 3>, vnni_unpacked<2, 4>},
+    {vnni_unpacked<3, 1>, vnni_unpacked<3, 2>, vnni_unpacked<3, 3>, vnni_unpacked<3, 4>},
+    {vnni_unpacked<4, 1>, vnni_unpacked<4, 2>, vnni_unpacked<4, 3>, vnni_unpacked<4, 4>},
+};
+
+void vnni_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
+                        int32_t* acc) {
+  vnni_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc);
+}
 
 bool cpu_has_avx512vnni() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -238,7 +368,7 @@ int64_t row_bytes(Layout layout, int64_t k) {
 }
 
 const Impl& scalar_impl() {
-  static const Impl impl{"scalar", &tile_scalar};
+  static const Impl impl{"scalar", &tile_scalar, &unpacked_tile_scalar};
   return impl;
 }
 
@@ -246,12 +376,12 @@ const Impl& scalar_impl() {
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2"); }
 
 const Impl* avx2_impl() {
-  static const Impl impl{"avx2", &avx2_tile};
+  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile};
   return cpu_has_avx2() ? &impl : nullptr;
 }
 
 const Impl* avx512vnni_impl() {
-  static const Impl impl{"avx512vnni", &vnni_tile};
+  static const Impl impl{"avx512vnni", &vnni_tile, &vnni_unpacked_tile};
   return cpu_has_avx512vnni() ? &impl : nullptr;
 }
 #else
@@ -360,12 +490,34 @@ float row_scale(const TernaryMatrix& w, int64_t row) {
   return fp16_to_fp32(d);
 }
 
-void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
-               float* y, int64_t y_stride) {
+void unpack_codes(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst) {
+#if BITNET_X86
+  static const bool avx2 = cpu_has_avx2();
+  if (avx2) {
+    return layout == Layout::kI2S ? unpack_avx2<Layout::kI2S>(row, g0, g1, dst)
+                                  : unpack_avx2<Layout::kTQ2>(row, g0, g1, dst);
+  }
+#endif
+  return layout == Layout::kI2S ? unpack_scalar<Layout::kI2S>(row, g0, g1, dst)
+                                : unpack_scalar<Layout::kTQ2>(row, g0, g1, dst);
+}
+
+namespace {
+
+// Batches from this many tokens on run over unpacked codes (when the implementation has such a
+// kernel): unpacking a block of rows costs about as much as one token pair over packed codes.
+constexpr int64_t kUnpackMinTokens = 4;
+// Rows x weights unpacked at a time: 16 KiB of codes stay in L1 next to a token pair's 4 KiB of
+// activations while the block's four 4 x 2 tiles run.
+constexpr int kUnpackRows = 8;
+constexpr int64_t kUnpackK = kUnpackedMaxK;
+
+void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
+                      float* y, int64_t y_stride) {
   // One token (memory-bound): one row at a time, a single stream the hardware prefetcher follows
-  // (4-row tiles were ~10% slower in generation at 1 thread). Several tokens (compute-bound):
-  // 4 x 2 tiles share activation loads and decoded codes. 4 x 2 measured fastest of 2x2, 2x4, 3x3, 4x3, 3x4 and 4x4 (AVX2 has 16
-  // registers: 8 accumulators, 4 rows of codes, 2 activations, the mask and a temporary).
+  // (4-row tiles were ~10% slower in generation at 1 thread). Several tokens: 4 x 2 tiles share
+  // activation loads and decoded codes (measured fastest of 2x2, 2x4, 3x3, 4x3, 3x4 and 4x4: AVX2
+  // has 16 registers: 8 accumulators, 4 rows of codes, 2 activations, the mask and a temporary).
   // Blocks of rows stay in cache while the tokens stream.
   const int tile_rows = x.n == 1 ? 1 : 4;
   const int tile_tokens = x.n == 1 ? 1 : 2;
@@ -392,15 +544,71 @@ void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
   }
 }
 
+void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
+                        const QuantizedActivations& x, float* y, int64_t y_stride) {
+  // Blocks of kUnpackRows rows x up to kUnpackK weights are unpacked once, then every token pair
+  // runs against them in 4 x 2 tiles. The sums of tile (rows 4i.., tokens 2j..) go to
+  // acc[(i * pairs + j) * 8 + r * nt + t] (nt = the tile's token count).
+  alignas(64) uint8_t codes[kUnpackRows * kUnpackK];
+  const int64_t pairs = (x.n + 1) / 2;
+  thread_local std::vector<int32_t> acc;
+  acc.resize(static_cast<size_t>(kUnpackRows / 4 * pairs * 8));
+  // Chunks of equal length: a short last chunk runs the tiles' fixed costs over few weights.
+  const int64_t n_groups = w.k / kGroup, max_groups = kUnpackK / kGroup;
+  const int64_t n_chunks = (n_groups + max_groups - 1) / max_groups;
+  const int64_t chunk_groups = (n_groups + n_chunks - 1) / n_chunks;
+  float scales[kUnpackRows];
+  for (int64_t rb = r0; rb < r1; rb += kUnpackRows) {
+    const int nrb = static_cast<int>(std::min<int64_t>(kUnpackRows, r1 - rb));
+    std::fill(acc.begin(), acc.end(), 0);
+    for (int64_t g0 = 0; g0 < n_groups; g0 += chunk_groups) {
+      const int64_t g1 = std::min(n_groups, g0 + chunk_groups);
+      const int64_t k0 = g0 * kGroup, kc = (g1 - g0) * kGroup;
+      for (int r = 0; r < nrb; ++r) unpack_codes(w.layout, w.data + (rb + r) * w.stride, g0, g1, codes + r * kUnpackK);
+      for (int64_t t = 0; t < x.n; t += 2) {
+        const int nt = static_cast<int>(std::min<int64_t>(2, x.n - t));
+        for (int r = 0; r < nrb; r += 4) {
+          impl.unpacked_tile(codes + r * kUnpackK, kUnpackK, std::min(4, nrb - r), x.q + t * x.stride + k0, x.stride,
+                             nt, kc, acc.data() + ((r / 4) * pairs + t / 2) * 8);
+        }
+      }
+    }
+    for (int r = 0; r < nrb; ++r) scales[r] = row_scale(w, rb + r);
+    for (int64_t t = 0; t < x.n; ++t) {
+      const int nt = static_cast<int>(std::min<int64_t>(2, x.n - t / 2 * 2));
+      const int32_t* tile = acc.data() + (t / 2) * 8 + t % 2;
+      const int32_t sum = x.sum[t];
+      const float xs = x.scale[t];
+      float* yt = y + t * y_stride + rb;
+      for (int r = 0; r < nrb; ++r) {
+        yt[r] = static_cast<float>(tile[(r / 4) * pairs * 8 + (r % 4) * nt] - sum) * scales[r] * xs;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
+               float* y, int64_t y_stride, BatchPath path) {
+  const bool unpacked = impl.unpacked_tile != nullptr &&
+                        (path == BatchPath::kUnpacked || (path == BatchPath::kAuto && x.n >= kUnpackMinTokens));
+  if (unpacked) {
+    gemm_rows_unpacked(impl, w, r0, r1, x, y, y_stride);
+  } else {
+    gemm_rows_packed(impl, w, r0, r1, x, y, y_stride);
+  }
+}
+
 void gemm(const Impl& impl, const TernaryMatrix& w, const QuantizedActivations& x, float* y, int64_t y_stride,
-          int n_threads) {
+          int n_threads, BatchPath path) {
   // Chunks of rows (multiples of 4), several per thread so uneven thread speeds even out.
   const int64_t n_quads = (w.rows + 3) / 4;
   const int n_chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_quads, std::max(1, n_threads) * 4)));
   const int64_t chunk = (n_quads + n_chunks - 1) / n_chunks * 4;
   ThreadPool::instance().run(n_chunks, n_threads, [&](int i) {
     const int64_t r0 = i * chunk;
-    if (r0 < w.rows) gemm_rows(impl, w, r0, std::min(w.rows, r0 + chunk), x, y, y_stride);
+    if (r0 < w.rows) gemm_rows(impl, w, r0, std::min(w.rows, r0 + chunk), x, y, y_stride, path);
   });
 }
 

@@ -38,9 +38,19 @@ constexpr int kMaxTokens = 4;
 using TileFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, int n_rows, const int8_t* x,
                         int64_t x_stride, int n_tokens, int64_t k, int32_t* out);
 
+// acc[r * n_tokens + t] += sum_k codes[r][k] * x[t][k] over codes unpacked to one byte per weight
+// in natural order (see unpack_codes), row r at codes + r * c_stride. k is a multiple of kGroup and
+// at most kUnpackedMaxK (AVX2's 16-bit partial sums stay exact up to there).
+using UnpackedTileFn = void (*)(const uint8_t* codes, int64_t c_stride, int n_rows, const int8_t* x,
+                                int64_t x_stride, int n_tokens, int64_t k, int32_t* acc);
+constexpr int64_t kUnpackedMaxK = 2048;
+
 struct Impl {
   const char* name;  // "scalar", "avx2", "avx512vnni"
   TileFn tile;
+  // Optional: a kernel over unpacked codes, used for batches of tokens (gemm_rows unpacks each
+  // block of rows once and runs every token against it).
+  UnpackedTileFn unpacked_tile = nullptr;
 };
 
 // Every implementation compiled in, and whether this CPU can run it.
@@ -54,6 +64,10 @@ const Impl& best_impl();
 const Impl* impl_by_name(const char* name);
 
 bool cpu_has_avx2();
+
+// Writes the codes (0..2) of groups [g0, g1) of a row to dst, one byte per weight in natural
+// order: dst[(g - g0) * kGroup + i] is the code of weight g * kGroup + i.
+void unpack_codes(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst);
 
 // Quantized activations of n tokens: q rows of k int8 (stride x_stride bytes), x ~= q * scale,
 // and sum = sum_k q (subtracted from code sums, since codes are w + 1).
@@ -83,13 +97,17 @@ struct TernaryMatrix {
 
 float row_scale(const TernaryMatrix& w, int64_t row);
 
+// How a batch runs: kAuto takes the unpacked codes for 4 tokens or more when the implementation
+// has an unpacked kernel; the others force one path (benchmarks and tests compare them).
+enum class BatchPath { kAuto, kPacked, kUnpacked };
+
 // y[t * y_stride + r] = (w[r] . x[t]) for rows [r0, r1) and every token, on one thread.
 void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
-               float* y, int64_t y_stride);
+               float* y, int64_t y_stride, BatchPath path = BatchPath::kAuto);
 
 // The same for every row, split over n_threads threads of the kernels' own pool.
 void gemm(const Impl& impl, const TernaryMatrix& w, const QuantizedActivations& x, float* y, int64_t y_stride,
-          int n_threads);
+          int n_threads, BatchPath path = BatchPath::kAuto);
 
 // Layout conversions of one row of k codes (k a multiple of 256 for TQ2_0); `d` is written to
 // every TQ2_0 block.

@@ -1,6 +1,7 @@
 """Type stubs of the native extension bitnet._core (see csrc/register_*.cpp)."""
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -107,6 +108,7 @@ def ternary_gemm(
     x_sum: npt.NDArray[np.int32],
     n_threads: int,
     kernel: str,
+    batch_path: Literal["auto", "packed", "unpacked"] = "auto",
 ) -> npt.NDArray[np.float32]: ...
 
 class GgmlTernaryMatmul:

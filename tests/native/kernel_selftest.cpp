@@ -45,6 +45,40 @@ int main() {
       }
     }
   }
+  // Kernels over unpacked codes (the batch path): unpack_codes + unpacked_tile equals the scalar
+  // tile over the packed codes, for chunks up to kUnpackedMaxK.
+  const Impl* with_unpacked[] = {&scalar_impl(), avx2_impl(), avx512vnni_impl(), neon_impl()};
+  for (const Impl* impl : with_unpacked) {
+    if (impl == nullptr || impl->unpacked_tile == nullptr) continue;
+    for (Layout layout : {Layout::kI2S, Layout::kTQ2}) {
+      for (int64_t k : {256, 768, 2048}) {
+        for (int pattern = 0; pattern < 3; ++pattern) {
+          const int64_t rb = row_bytes(layout, k);
+          std::vector<uint8_t> w(kMaxRows * rb);
+          for (auto& b : w) b = pattern == 1 ? 0xAA : static_cast<uint8_t>(rng());
+          std::vector<int8_t> x(kMaxTokens * (k + 64));
+          for (auto& v : x) v = pattern == 2 ? (rng() & 1 ? 127 : -128) : static_cast<int8_t>(rng() % 256 - 128);
+          std::vector<uint8_t> codes(kMaxRows * k);
+          for (int r = 0; r < kMaxRows; ++r) unpack_codes(layout, w.data() + r * rb, 0, k / kGroup, codes.data() + r * k);
+          for (int nr = 1; nr <= kMaxRows; ++nr) {
+            for (int nt = 1; nt <= kMaxTokens; ++nt) {
+              int32_t want[kMaxRows * kMaxTokens], got[kMaxRows * kMaxTokens];
+              scalar_impl().tile(layout, w.data(), rb, nr, x.data(), k + 64, nt, k, want);
+              for (int i = 0; i < nr * nt; ++i) got[i] = 1000;  // the kernel adds to what is there
+              impl->unpacked_tile(codes.data(), k, nr, x.data(), k + 64, nt, k, got);
+              for (int i = 0; i < nr * nt; ++i) got[i] -= 1000;
+              ++checked;
+              if (std::memcmp(want, got, sizeof(int32_t) * nr * nt) != 0) {
+                ++failures;
+                std::printf("MISMATCH unpacked %s layout=%d k=%ld pattern=%d tile=%dx%d\n", impl->name,
+                            static_cast<int>(layout), static_cast<long>(k), pattern, nr, nt);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
   // Activation quantization: the dispatched routine equals the scalar one.
   for (int64_t k : {37, 128, 2560, 6912}) {
     std::vector<float> xf(k);

@@ -103,6 +103,15 @@ Kernel pick(int r, int t) {
   return table[r - 1][t - 1];
 }
 
+using Unpacked = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+inline Unpacked pick_unpacked(int r, int t) {
+  const Unpacked table[4][4] = {{vnni_unpacked<1, 1>, vnni_unpacked<1, 2>, vnni_unpacked<1, 3>, vnni_unpacked<1, 4>},
+                                {vnni_unpacked<2, 1>, vnni_unpacked<2, 2>, vnni_unpacked<2, 3>, vnni_unpacked<2, 4>},
+                                {vnni_unpacked<3, 1>, vnni_unpacked<3, 2>, vnni_unpacked<3, 3>, vnni_unpacked<3, 4>},
+                                {vnni_unpacked<4, 1>, vnni_unpacked<4, 2>, vnni_unpacked<4, 3>, vnni_unpacked<4, 4>}};
+  return table[r - 1][t - 1];
+}
+
 }  // namespace emu
 
 int main() {
@@ -130,6 +139,36 @@ int main() {
               ++failures;
               std::printf("MISMATCH layout=%d k=%ld pattern=%d tile=%dx%d: %d vs %d\n", static_cast<int>(layout),
                           static_cast<long>(k), pattern, nr, nt, want[0], got[0]);
+            }
+          }
+        }
+      }
+    }
+  }
+  // The unpacked-codes kernel (batches): against the scalar tile over the packed codes.
+  for (Layout layout : {Layout::kI2S, Layout::kTQ2}) {
+    for (int64_t k : {128, 256, 1280, 2048}) {
+      if (layout == Layout::kTQ2 && k % kTq2Block) continue;
+      for (int pattern = 0; pattern < 3; ++pattern) {
+        const int64_t rb = row_bytes(layout, k), xs = k + 64;
+        std::vector<uint8_t> w(4 * rb);
+        for (auto& b : w) b = pattern == 1 ? 0xAA : static_cast<uint8_t>(next());
+        std::vector<int8_t> x(4 * xs);
+        for (auto& v : x) v = pattern == 2 ? ((next() & 1) ? 127 : -128) : static_cast<int8_t>(static_cast<int>(next() % 256) - 128);
+        std::vector<uint8_t> codes(4 * k);
+        for (int r = 0; r < 4; ++r) unpack_codes(layout, w.data() + r * rb, 0, k / kGroup, codes.data() + r * k);
+        for (int nr = 1; nr <= 4; ++nr) {
+          for (int nt = 1; nt <= 4; ++nt) {
+            int32_t want[16], got[16];
+            scalar_impl().tile(layout, w.data(), rb, nr, x.data(), xs, nt, k, want);
+            for (int i = 0; i < nr * nt; ++i) got[i] = -7;  // the kernel adds to what is there
+            emu::pick_unpacked(nr, nt)(codes.data(), k, x.data(), xs, k, got);
+            for (int i = 0; i < nr * nt; ++i) got[i] += 7;
+            ++checked;
+            if (std::memcmp(want, got, sizeof(int32_t) * nr * nt) != 0) {
+              ++failures;
+              std::printf("MISMATCH unpacked layout=%d k=%ld pattern=%d tile=%dx%d: %d vs %d\n",
+                          static_cast<int>(layout), static_cast<long>(k), pattern, nr, nt, want[0], got[0]);
             }
           }
         }

@@ -526,12 +526,16 @@ void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int6
   float scales[kRowBlock];  // of the block's rows, read once rather than once per token pair
   for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
     const int64_t re = std::min(r1, rb + kRowBlock);
-    for (int64_t r = rb; r < re; ++r) scales[r - rb] = row_scale(w, r);
     for (int64_t t = 0; t < x.n; t += tile_tokens) {
       const int nt = static_cast<int>(std::min<int64_t>(tile_tokens, x.n - t));
       for (int64_t r = rb; r < re; r += tile_rows) {
         const int nr = static_cast<int>(std::min<int64_t>(tile_rows, re - r));
         impl.tile(w.layout, w.data + r * w.stride, w.stride, nr, x.q + t * x.stride, x.stride, nt, w.k, dots);
+        // Read after the tile: the rows are in cache by now. Read ahead of it, each TQ2_0 scale
+        // was a cache miss of its own (11% of generation time).
+        if (t == 0) {
+          for (int i = 0; i < nr; ++i) scales[r - rb + i] = row_scale(w, r + i);
+        }
         const float* rs = scales + (r - rb);
         for (int j = 0; j < nt; ++j) {
           float* yt = y + (t + j) * y_stride + r;

@@ -63,7 +63,7 @@ def main() -> None:
         help="GEMV over 64 MiB+ of copies per call, so weights come from memory",
     )
     args = parser.parse_args()
-    roofline = {t: _core.memory_read_bandwidth(1 << 30, t, 3) for t in args.threads}
+    roofline = {t: _core.memory_read_bandwidth(1 << 30, t, 5) for t in args.threads}
     print(
         f"our kernel: {K.kernel_name()} (available: {', '.join(K.available_kernels())}); "
         "read bandwidth "
@@ -108,17 +108,24 @@ def main() -> None:
                         packed.data.nbytes,
                     )
                 runs["numpy"] = (lambda x=x, d=dense: x @ d.T, dense.nbytes)
-                with threadpool_limits(threads):
-                    for name, (fn, nbytes) in runs.items():
-                        calls = per_call if name != "numpy" else 1
+                for name, (fn, nbytes) in runs.items():
+                    calls = per_call if name != "numpy" else 1
+                    # OpenBLAS gets its threads only for its own run: its idle threads spin and
+                    # slowed the other runners' 2-thread GEMVs by up to 3x.
+                    with threadpool_limits(threads if name == "numpy" else 1):
                         s = median_seconds(fn, args.repeats, calls)
-                        gbs = nbytes / s / 1e9
-                        roof = f"{100 * gbs / roofline[threads]:>5.0f}%" if n == 1 else ""
-                        print(
-                            f"{rows:>5}x{k:<5} {n:>4} {threads:>3} {name:>7} {s * 1e3:>9.3f} "
-                            f"{2 * rows * k * n / s / 1e9:>8.1f} {gbs:>7.2f} {roof:>6}",
-                            flush=True,
-                        )
+                    gbs = nbytes / s / 1e9
+                    roof = f"{100 * gbs / roofline[threads]:>5.0f}%" if n == 1 else ""
+                    print(
+                        f"{rows:>5}x{k:<5} {n:>4} {threads:>3} {name:>7} {s * 1e3:>9.3f} "
+                        f"{2 * rows * k * n / s / 1e9:>8.1f} {gbs:>7.2f} {roof:>6}",
+                        flush=True,
+                    )
+    again = {t: _core.memory_read_bandwidth(1 << 30, t, 5) for t in args.threads}
+    print(
+        "read bandwidth measured again at the end (this machine's drift): "
+        + ", ".join(f"{again[t]:.1f} GB/s at {t} thread(s)" for t in args.threads)
+    )
 
 
 if __name__ == "__main__":

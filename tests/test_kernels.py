@@ -194,7 +194,10 @@ def test_validation():
 
 
 def test_threads_calling_at_once():
+    """Callers take turns on the kernels' pool: jobs of different thread counts (so workers sit
+    some jobs out), back to back (workers still polling) and after pauses (workers asleep)."""
     import threading
+    import time
 
     rng = np.random.default_rng(3)
     packed = K.quantize_weights(rng.standard_normal((512, 1024)).astype(np.float32))
@@ -202,19 +205,21 @@ def test_threads_calling_at_once():
     want = K.matmul(packed, x, n_threads=1)
     results, errors = [], []
 
-    def call() -> None:
+    def call(n_threads: int) -> None:
         try:
-            for _ in range(20):
-                results.append(K.matmul(packed, x, n_threads=2))
+            for i in range(40):
+                results.append(K.matmul(packed, x, n_threads=n_threads))
+                if i % 10 == 9:
+                    time.sleep(0.002)  # longer than the workers poll: they go to sleep
         except Exception as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=call) for _ in range(4)]
+    threads = [threading.Thread(target=call, args=(1 + i % 4,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert not errors and len(results) == 80
+    assert not errors and len(results) == 240
     assert all(np.array_equal(r, want) for r in results)
 
 

@@ -75,12 +75,12 @@ void tile_scalar(Layout layout, const uint8_t* w, int64_t w_stride, int n_rows, 
 }
 
 void unpacked_tile_scalar(const uint8_t* codes, int64_t c_stride, int n_rows, const int8_t* x, int64_t x_stride,
-                          int n_tokens, int64_t k, int32_t* acc) {
+                          int n_tokens, int64_t k, int32_t* acc, int64_t acc_stride) {
   for (int r = 0; r < n_rows; ++r) {
     for (int t = 0; t < n_tokens; ++t) {
       int32_t sum = 0;
       for (int64_t i = 0; i < k; ++i) sum += codes[r * c_stride + i] * x[t * x_stride + i];
-      acc[r * n_tokens + t] += sum;
+      acc[t * acc_stride + r] += sum;
     }
   }
 }
@@ -231,7 +231,7 @@ __attribute__((target("avx2"))) void unpack_avx2(const uint8_t* row, int64_t g0,
 
 // The hot tile: 4 rows x 2 tokens, 8 sums in registers, the 4 rows' codes loaded once per step.
 __attribute__((target("avx2"))) void unpacked_avx2_4x2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
-                                                       int64_t k, int32_t* acc) {
+                                                       int64_t k, int32_t* acc, int64_t acc_stride) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
   const uint8_t *c0 = c, *c1 = c + cs, *c2 = c + 2 * cs, *c3 = c + 3 * cs;
   const int8_t *x0 = x, *x1 = x + xs;
@@ -252,23 +252,25 @@ __attribute__((target("avx2"))) void unpacked_avx2_4x2(const uint8_t* c, int64_t
     BITNET_MADD_ACC(a21, w2, v1);
     BITNET_MADD_ACC(a31, w3, v1);
   }
-  // Widen to 32 bits and reduce the 8 sums into one vector in acc's order (r * 2 + t).
+  // Widen to 32 bits and reduce the 8 sums into one vector: rows 0-3 of token 0, then of token 1.
   const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i h0 = _mm256_hadd_epi32(_mm256_madd_epi16(a00, ones), _mm256_madd_epi16(a01, ones));
-  const __m256i h1 = _mm256_hadd_epi32(_mm256_madd_epi16(a10, ones), _mm256_madd_epi16(a11, ones));
-  const __m256i h2 = _mm256_hadd_epi32(_mm256_madd_epi16(a20, ones), _mm256_madd_epi16(a21, ones));
-  const __m256i h3 = _mm256_hadd_epi32(_mm256_madd_epi16(a30, ones), _mm256_madd_epi16(a31, ones));
+  const __m256i h0 = _mm256_hadd_epi32(_mm256_madd_epi16(a00, ones), _mm256_madd_epi16(a10, ones));
+  const __m256i h1 = _mm256_hadd_epi32(_mm256_madd_epi16(a20, ones), _mm256_madd_epi16(a30, ones));
+  const __m256i h2 = _mm256_hadd_epi32(_mm256_madd_epi16(a01, ones), _mm256_madd_epi16(a11, ones));
+  const __m256i h3 = _mm256_hadd_epi32(_mm256_madd_epi16(a21, ones), _mm256_madd_epi16(a31, ones));
   const __m256i lo = _mm256_hadd_epi32(h0, h1), hi = _mm256_hadd_epi32(h2, h3);
   const __m256i sums =
       _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
-  __m256i* out = reinterpret_cast<__m256i*>(acc);
-  _mm256_storeu_si256(out, _mm256_add_epi32(_mm256_loadu_si256(out), sums));
+  __m128i* t0 = reinterpret_cast<__m128i*>(acc);
+  __m128i* t1 = reinterpret_cast<__m128i*>(acc + acc_stride);
+  _mm_storeu_si128(t0, _mm_add_epi32(_mm_loadu_si128(t0), _mm256_castsi256_si128(sums)));
+  _mm_storeu_si128(t1, _mm_add_epi32(_mm_loadu_si128(t1), _mm256_extracti128_si256(sums, 1)));
 }
 
 // Every other tile size (the edges of a matrix or a batch).
 template <int R, int T>
 __attribute__((target("avx2"))) void unpacked_avx2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
-                                                   int64_t k, int32_t* acc) {
+                                                   int64_t k, int32_t* acc, int64_t acc_stride) {
   __m256i a16[R][T];
   for (int r = 0; r < R; ++r)
     for (int t = 0; t < T; ++t) a16[r][t] = _mm256_setzero_si256();
@@ -282,11 +284,11 @@ __attribute__((target("avx2"))) void unpacked_avx2(const uint8_t* c, int64_t cs,
   }
   const __m256i ones = _mm256_set1_epi16(1);
   for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[r * T + t] += hsum_avx2(_mm256_madd_epi16(a16[r][t], ones));
+    for (int t = 0; t < T; ++t) acc[t * acc_stride + r] += hsum_avx2(_mm256_madd_epi16(a16[r][t], ones));
 }
 #undef BITNET_MADD_ACC
 
-using UnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+using UnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t);
 constexpr UnpackedPtr unpacked_avx2_table[kMaxRows][kMaxTokens] = {
     {unpacked_avx2<1, 1>, unpacked_avx2<1, 2>, unpacked_avx2<1, 3>, unpacked_avx2<1, 4>},
     {unpacked_avx2<2, 1>, unpacked_avx2<2, 2>, unpacked_avx2<2, 3>, unpacked_avx2<2, 4>},
@@ -295,8 +297,8 @@ constexpr UnpackedPtr unpacked_avx2_table[kMaxRows][kMaxTokens] = {
 };
 
 void unpacked_avx2_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
-                        int32_t* acc) {
-  unpacked_avx2_table[nr - 1][nt - 1](c, cs, x, xs, k, acc);
+                        int32_t* acc, int64_t acc_stride) {
+  unpacked_avx2_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
 }
 
 // ---- AVX-512 VNNI ------------------------------------------------------------------------
@@ -317,8 +319,8 @@ constexpr UnpackedPtr vnni_unpacked_table[kMaxRows][kMaxTokens] = {
 };
 
 void vnni_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
-                        int32_t* acc) {
-  vnni_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc);
+                        int32_t* acc, int64_t acc_stride) {
+  vnni_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
 }
 
 bool cpu_has_avx512vnni() {
@@ -551,12 +553,13 @@ void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int6
 void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
                         const QuantizedActivations& x, float* y, int64_t y_stride) {
   // Blocks of kUnpackRows rows x up to kUnpackK weights are unpacked once, then every token pair
-  // runs against them in 4 x 2 tiles. The sums of tile (rows 4i.., tokens 2j..) go to
-  // acc[(i * pairs + j) * 8 + r * nt + t] (nt = the tile's token count).
+  // runs against them in 4 x 2 tiles, adding to acc[t * kUnpackRows + r] (token-major, so that
+  // each token's rows are scaled as one contiguous run).
   alignas(64) uint8_t codes[kUnpackRows * kUnpackK];
-  const int64_t pairs = (x.n + 1) / 2;
-  thread_local std::vector<int32_t> acc;
-  acc.resize(static_cast<size_t>(kUnpackRows / 4 * pairs * 8));
+  static thread_local std::vector<int32_t> acc_storage;
+  std::vector<int32_t>& acc_vec = acc_storage;  // one TLS lookup, not one per use
+  acc_vec.resize(static_cast<size_t>(x.n * kUnpackRows));
+  int32_t* acc = acc_vec.data();
   // Chunks of equal length: a short last chunk runs the tiles' fixed costs over few weights.
   const int64_t n_groups = w.k / kGroup, max_groups = kUnpackK / kGroup;
   const int64_t n_chunks = (n_groups + max_groups - 1) / max_groups;
@@ -564,7 +567,7 @@ void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, in
   float scales[kUnpackRows];
   for (int64_t rb = r0; rb < r1; rb += kUnpackRows) {
     const int nrb = static_cast<int>(std::min<int64_t>(kUnpackRows, r1 - rb));
-    std::fill(acc.begin(), acc.end(), 0);
+    std::fill(acc, acc + x.n * kUnpackRows, 0);
     for (int64_t g0 = 0; g0 < n_groups; g0 += chunk_groups) {
       const int64_t g1 = std::min(n_groups, g0 + chunk_groups);
       const int64_t k0 = g0 * kGroup, kc = (g1 - g0) * kGroup;
@@ -573,20 +576,17 @@ void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, in
         const int nt = static_cast<int>(std::min<int64_t>(2, x.n - t));
         for (int r = 0; r < nrb; r += 4) {
           impl.unpacked_tile(codes + r * kUnpackK, kUnpackK, std::min(4, nrb - r), x.q + t * x.stride + k0, x.stride,
-                             nt, kc, acc.data() + ((r / 4) * pairs + t / 2) * 8);
+                             nt, kc, acc + t * kUnpackRows + r, kUnpackRows);
         }
       }
     }
     for (int r = 0; r < nrb; ++r) scales[r] = row_scale(w, rb + r);
     for (int64_t t = 0; t < x.n; ++t) {
-      const int nt = static_cast<int>(std::min<int64_t>(2, x.n - t / 2 * 2));
-      const int32_t* tile = acc.data() + (t / 2) * 8 + t % 2;
+      const int32_t* dots = acc + t * kUnpackRows;
       const int32_t sum = x.sum[t];
       const float xs = x.scale[t];
       float* yt = y + t * y_stride + rb;
-      for (int r = 0; r < nrb; ++r) {
-        yt[r] = static_cast<float>(tile[(r / 4) * pairs * 8 + (r % 4) * nt] - sum) * scales[r] * xs;
-      }
+      for (int r = 0; r < nrb; ++r) yt[r] = static_cast<float>(dots[r] - sum) * scales[r] * xs;
     }
   }
 }

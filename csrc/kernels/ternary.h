@@ -38,11 +38,12 @@ constexpr int kMaxTokens = 4;
 using TileFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, int n_rows, const int8_t* x,
                         int64_t x_stride, int n_tokens, int64_t k, int32_t* out);
 
-// acc[r * n_tokens + t] += sum_k codes[r][k] * x[t][k] over codes unpacked to one byte per weight
+// acc[t * acc_stride + r] += sum_k codes[r][k] * x[t][k] over codes unpacked to one byte per weight
 // in natural order (see unpack_codes), row r at codes + r * c_stride. k is a multiple of kGroup and
-// at most kUnpackedMaxK (AVX2's 16-bit partial sums stay exact up to there).
+// at most kUnpackedMaxK (AVX2's 16-bit partial sums stay exact up to there). Token-major sums let
+// the caller scale a token's rows as one contiguous run.
 using UnpackedTileFn = void (*)(const uint8_t* codes, int64_t c_stride, int n_rows, const int8_t* x,
-                                int64_t x_stride, int n_tokens, int64_t k, int32_t* acc);
+                                int64_t x_stride, int n_tokens, int64_t k, int32_t* acc, int64_t acc_stride);
 constexpr int64_t kUnpackedMaxK = 2048;
 
 struct Impl {

@@ -1,6 +1,35 @@
 #include "kernels/thread_pool.h"
 
+#include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define BITNET_CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define BITNET_CPU_RELAX() asm volatile("yield")
+#else
+#define BITNET_CPU_RELAX() std::this_thread::yield()
+#endif
+
 namespace bitnet::kernels {
+
+namespace {
+
+// Polls `ready` for up to ThreadPool::kSpinMicroseconds; true when it became true meanwhile.
+template <class Ready>
+bool spin_until(Ready ready) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicroseconds);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+      BITNET_CPU_RELAX();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
+
+}  // namespace
 
 ThreadPool& ThreadPool::instance() {
   static ThreadPool* pool = new ThreadPool();  // leaked on purpose, see the header
@@ -14,19 +43,25 @@ void ThreadPool::drain() {
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    {
+    auto new_job = [&] { return job_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(new_job)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return job_id_ != seen && index < n_helpers_; });
-      seen = job_id_;
+      wake_.wait(lock, new_job);
     }
+    seen = job_.load(std::memory_order_acquire);
+    // Not needed for this job; otherwise the job cannot end (nor task_ change) before this
+    // worker's part is done.
+    if (index >= static_cast<int>(seen & 0xffff)) continue;
     drain();
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (--helpers_running_ == 0) done_.notify_one();
+    if (helpers_running_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);  // the caller may be between its check and its wait
+      done_.notify_one();
+    }
   }
 }
 
 void ThreadPool::run(int n_tasks, int n_threads, const std::function<void(int)>& task) {
-  const int helpers = std::max(0, std::min(n_threads, n_tasks) - 1);
+  const int helpers = std::max(0, std::min({n_threads, n_tasks, 0x10000}) - 1);
   if (helpers == 0) {
     for (int i = 0; i < n_tasks; ++i) task(i);
     return;
@@ -40,15 +75,19 @@ void ThreadPool::run(int n_tasks, int n_threads, const std::function<void(int)>&
     }
     task_ = &task;
     n_tasks_ = n_tasks;
-    n_helpers_ = helpers;
-    helpers_running_ = helpers;
-    next_.store(0);
-    ++job_id_;
+    helpers_running_.store(helpers, std::memory_order_relaxed);
+    next_.store(0, std::memory_order_relaxed);
+    // Publishes the job; under the mutex so that no sleeper misses it.
+    const uint64_t counter = (job_.load(std::memory_order_relaxed) >> 16) + 1;
+    job_.store(counter << 16 | static_cast<uint64_t>(helpers), std::memory_order_release);
   }
   wake_.notify_all();
   drain();
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return helpers_running_ == 0; });
+  auto finished = [&] { return helpers_running_.load(std::memory_order_acquire) == 0; };
+  if (!spin_until(finished)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, finished);
+  }
   task_ = nullptr;
 }
 

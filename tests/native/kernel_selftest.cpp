@@ -62,13 +62,22 @@ int main() {
           for (int r = 0; r < kMaxRows; ++r) unpack_codes(layout, w.data() + r * rb, 0, k / kGroup, codes.data() + r * k);
           for (int nr = 1; nr <= kMaxRows; ++nr) {
             for (int nt = 1; nt <= kMaxTokens; ++nt) {
-              int32_t want[kMaxRows * kMaxTokens], got[kMaxRows * kMaxTokens];
+              int32_t want[kMaxRows * kMaxTokens], acc[kMaxTokens * 5], got[kMaxRows * kMaxTokens];
               scalar_impl().tile(layout, w.data(), rb, nr, x.data(), k + 64, nt, k, want);
-              for (int i = 0; i < nr * nt; ++i) got[i] = 1000;  // the kernel adds to what is there
-              impl->unpacked_tile(codes.data(), k, nr, x.data(), k + 64, nt, k, got);
-              for (int i = 0; i < nr * nt; ++i) got[i] -= 1000;
+              for (int i = 0; i < kMaxTokens * 5; ++i) acc[i] = 1000;  // the kernel adds to what is there
+              impl->unpacked_tile(codes.data(), k, nr, x.data(), k + 64, nt, k, acc, 5);  // token-major, stride 5
+              bool untouched = true;
+              for (int t = 0; t < kMaxTokens; ++t) {
+                for (int r = 0; r < 5; ++r) {
+                  if (t < nt && r < nr) {
+                    got[r * nt + t] = acc[t * 5 + r] - 1000;
+                  } else {
+                    untouched = untouched && acc[t * 5 + r] == 1000;
+                  }
+                }
+              }
               ++checked;
-              if (std::memcmp(want, got, sizeof(int32_t) * nr * nt) != 0) {
+              if (!untouched || std::memcmp(want, got, sizeof(int32_t) * nr * nt) != 0) {
                 ++failures;
                 std::printf("MISMATCH unpacked %s layout=%d k=%ld pattern=%d tile=%dx%d\n", impl->name,
                             static_cast<int>(layout), static_cast<long>(k), pattern, nr, nt);

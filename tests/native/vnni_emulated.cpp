@@ -103,7 +103,7 @@ Kernel pick(int r, int t) {
   return table[r - 1][t - 1];
 }
 
-using Unpacked = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*);
+using Unpacked = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t);
 inline Unpacked pick_unpacked(int r, int t) {
   const Unpacked table[4][4] = {{vnni_unpacked<1, 1>, vnni_unpacked<1, 2>, vnni_unpacked<1, 3>, vnni_unpacked<1, 4>},
                                 {vnni_unpacked<2, 1>, vnni_unpacked<2, 2>, vnni_unpacked<2, 3>, vnni_unpacked<2, 4>},
@@ -159,11 +159,12 @@ int main() {
         for (int r = 0; r < 4; ++r) unpack_codes(layout, w.data() + r * rb, 0, k / kGroup, codes.data() + r * k);
         for (int nr = 1; nr <= 4; ++nr) {
           for (int nt = 1; nt <= 4; ++nt) {
-            int32_t want[16], got[16];
+            int32_t want[16], acc[4 * 5], got[16];
             scalar_impl().tile(layout, w.data(), rb, nr, x.data(), xs, nt, k, want);
-            for (int i = 0; i < nr * nt; ++i) got[i] = -7;  // the kernel adds to what is there
-            emu::pick_unpacked(nr, nt)(codes.data(), k, x.data(), xs, k, got);
-            for (int i = 0; i < nr * nt; ++i) got[i] += 7;
+            for (int i = 0; i < 4 * 5; ++i) acc[i] = -7;  // the kernel adds to what is there
+            emu::pick_unpacked(nr, nt)(codes.data(), k, x.data(), xs, k, acc, 5);  // token-major, stride 5
+            for (int r = 0; r < nr; ++r)
+              for (int t = 0; t < nt; ++t) got[r * nt + t] = acc[t * 5 + r] + 7;
             ++checked;
             if (std::memcmp(want, got, sizeof(int32_t) * nr * nt) != 0) {
               ++failures;

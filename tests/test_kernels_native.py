@@ -1,7 +1,8 @@
 """The C++ kernel self-tests: every SIMD implementation the CPU runs equals the scalar reference
 for every tile size (tests/native/kernel_selftest.cpp); the AVX-512 VNNI kernel's logic on any
-CPU, compiled against software intrinsics (tests/native/vnni_emulated.cpp); and the NEON path,
-cross-compiled for AArch64 and run under qemu-user where both are installed."""
+CPU, compiled against software intrinsics (tests/native/vnni_emulated.cpp); and the NEON paths
+(with and without the dot-product extension), cross-compiled for AArch64 and run under
+qemu-user where both are installed."""
 
 from __future__ import annotations
 
@@ -50,13 +51,16 @@ def test_vnni_kernel_logic_emulated(tmp_path: Path):
 
 @pytest.mark.slow
 def test_neon_under_qemu(tmp_path: Path):
+    """The NEON kernels, and both batch kernels: with the dot-product extension (qemu's `max`
+    CPU, like Neoverse N1 / Graviton 2 and later) and without it (Cortex-A53, Armv8.0)."""
     compiler = shutil.which("aarch64-linux-gnu-g++")
     qemu = shutil.which("qemu-aarch64") or shutil.which("qemu-aarch64-static")
     if compiler is None or qemu is None:
         pytest.skip(
             "needs aarch64-linux-gnu-g++ and qemu-aarch64 (Debian: g++-aarch64-linux-gnu qemu-user)"
         )
-    out = build_and_run(
-        compiler, tmp_path / "selftest-arm64", [qemu, "-L", "/usr/aarch64-linux-gnu"]
-    )
-    assert "best=neon" in out and "failures=0" in out
+    binary = tmp_path / "selftest-arm64"
+    for cpu, dotprod in (("max", 1), ("cortex-a53", 0)):
+        out = build_and_run(compiler, binary, [qemu, "-cpu", cpu, "-L", "/usr/aarch64-linux-gnu"])
+        assert "best=neon" in out and f"neon_dotprod={dotprod}" in out, out
+        assert "failures=0" in out, out

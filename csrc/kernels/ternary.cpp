@@ -16,6 +16,12 @@
 #if defined(__aarch64__)
 #include <arm_neon.h>
 #define BITNET_NEON 1
+#if defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)  // the Linux AArch64 hwcap bit of the dot-product extension
+#endif
+#endif
 #endif
 
 namespace bitnet::kernels {
@@ -361,6 +367,102 @@ void neon(const uint8_t* w, int64_t ws, const int8_t* x, int64_t xs, int64_t k, 
     for (int t = 0; t < T; ++t) out[r * T + t] = vaddvq_s32(acc[r][t]);
 }
 BITNET_TILE_DISPATCH(neon)
+
+// The same with the dot-product extension (Armv8.2 `sdot`, checked at run time): 16 products and
+// their accumulation in one instruction.
+#define BITNET_DOTPROD_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
+template <Layout L, int R, int T>
+BITNET_DOTPROD_TARGET void neon_sdot(const uint8_t* w, int64_t ws, const int8_t* x, int64_t xs, int64_t k,
+                                     int32_t* out) {
+  const uint8x16_t mask = vdupq_n_u8(3);
+  int32x4_t acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = vdupq_n_s32(0);
+  for (int64_t g = 0; g < k / kGroup; ++g) {
+    for (int half = 0; half < 2; ++half) {
+      uint8x16_t c[R];
+      for (int r = 0; r < R; ++r) c[r] = vld1q_u8(group_ptr<L>(w + r * ws, g) + 16 * half);
+      for (int p = 0; p < 4; ++p) {
+        const int8x16_t shift = vdupq_n_s8(static_cast<int8_t>(-plane_shift<L>(p)));
+        for (int r = 0; r < R; ++r) {
+          const int8x16_t wv = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(c[r], shift), mask));
+          for (int t = 0; t < T; ++t) {
+            acc[r][t] = vdotq_s32(acc[r][t], wv, vld1q_s8(x + t * xs + g * kGroup + 32 * p + 16 * half));
+          }
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) out[r * T + t] = vaddvq_s32(acc[r][t]);
+}
+BITNET_TILE_DISPATCH(neon_sdot)
+
+// Over unpacked codes (batches). Baseline NEON: vmull/vmlal pairs into 16 bits (at most
+// 2 * 2 * 128 per lane), pairwise-added into 32-bit sums, 16 products per 3 instructions.
+template <int R, int T>
+void neon_unpacked(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs, int64_t k, int32_t* out,
+                   int64_t out_stride) {
+  int32x4_t acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = vdupq_n_s32(0);
+  for (int64_t i = 0; i < k; i += 16) {
+    int8x16_t w[R];
+    for (int r = 0; r < R; ++r) w[r] = vreinterpretq_s8_u8(vld1q_u8(c + r * cs + i));
+    for (int t = 0; t < T; ++t) {
+      const int8x16_t xv = vld1q_s8(x + t * xs + i);
+      for (int r = 0; r < R; ++r) {
+        const int16x8_t prod = vmlal_high_s8(vmull_s8(vget_low_s8(w[r]), vget_low_s8(xv)), w[r], xv);
+        acc[r][t] = vpadalq_s16(acc[r][t], prod);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) out[t * out_stride + r] += vaddvq_s32(acc[r][t]);
+}
+
+// With the dot-product extension: one `sdot` per 16 products.
+template <int R, int T>
+BITNET_DOTPROD_TARGET void neon_sdot_unpacked(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs, int64_t k,
+                                              int32_t* out, int64_t out_stride) {
+  int32x4_t acc[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[r][t] = vdupq_n_s32(0);
+  for (int64_t i = 0; i < k; i += 16) {
+    int8x16_t w[R];
+    for (int r = 0; r < R; ++r) w[r] = vreinterpretq_s8_u8(vld1q_u8(c + r * cs + i));
+    for (int t = 0; t < T; ++t) {
+      const int8x16_t xv = vld1q_s8(x + t * xs + i);
+      for (int r = 0; r < R; ++r) acc[r][t] = vdotq_s32(acc[r][t], w[r], xv);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) out[t * out_stride + r] += vaddvq_s32(acc[r][t]);
+}
+
+using NeonUnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t);
+#define BITNET_UNPACKED_TABLE(F)                             \
+  {                                                          \
+    {F<1, 1>, F<1, 2>, F<1, 3>, F<1, 4>},                    \
+        {F<2, 1>, F<2, 2>, F<2, 3>, F<2, 4>},                \
+        {F<3, 1>, F<3, 2>, F<3, 3>, F<3, 4>},                \
+    {                                                        \
+      F<4, 1>, F<4, 2>, F<4, 3>, F<4, 4>                     \
+    }                                                        \
+  }
+constexpr NeonUnpackedPtr neon_unpacked_table[kMaxRows][kMaxTokens] = BITNET_UNPACKED_TABLE(neon_unpacked);
+constexpr NeonUnpackedPtr neon_sdot_unpacked_table[kMaxRows][kMaxTokens] = BITNET_UNPACKED_TABLE(neon_sdot_unpacked);
+#undef BITNET_UNPACKED_TABLE
+
+void neon_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
+                        int32_t* acc, int64_t acc_stride) {
+  neon_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
+}
+
+void neon_sdot_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
+                             int32_t* acc, int64_t acc_stride) {
+  neon_sdot_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
+}
 #endif  // BITNET_NEON
 
 }  // namespace
@@ -393,11 +495,22 @@ const Impl* avx512vnni_impl() { return nullptr; }
 #endif
 
 #if BITNET_NEON
+bool cpu_has_neon_dotprod() {
+#if defined(__linux__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+  return false;  // elsewhere the baseline NEON kernels run
+#endif
+}
+
 const Impl* neon_impl() {
-  static const Impl impl{"neon", &neon_tile};
+  static const bool dotprod = cpu_has_neon_dotprod();
+  static const Impl impl{"neon", dotprod ? &neon_sdot_tile : &neon_tile,
+                         dotprod ? &neon_sdot_unpacked_tile : &neon_unpacked_tile};
   return &impl;
 }
 #else
+bool cpu_has_neon_dotprod() { return false; }
 const Impl* neon_impl() { return nullptr; }
 #endif
 

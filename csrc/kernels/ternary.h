@@ -65,6 +65,8 @@ const Impl& best_impl();
 const Impl* impl_by_name(const char* name);
 
 bool cpu_has_avx2();
+// AArch64 with the dot-product extension (sdot): the NEON batch kernel uses it.
+bool cpu_has_neon_dotprod();
 
 // Writes the codes (0..2) of groups [g0, g1) of a row to dst, one byte per weight in natural
 // order: dst[(g - g0) * kGroup + i] is the code of weight g * kGroup + i.

@@ -102,6 +102,7 @@ int main() {
       std::printf("MISMATCH quantize_row k=%ld\n", static_cast<long>(k));
     }
   }
-  std::printf("best=%s checked=%d failures=%d\n", best_impl().name, checked, failures);
+  std::printf("best=%s neon_dotprod=%d checked=%d failures=%d\n", best_impl().name,
+              cpu_has_neon_dotprod() ? 1 : 0, checked, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -121,6 +121,20 @@ using KernelPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int6
   }
 static_assert(kMaxRows == 4 && kMaxTokens == 4, "BITNET_TILE_DISPATCH lists 4 x 4 tile sizes");
 
+// The same for the kernels over unpacked codes: template F<R, T> -> F_tile, an UnpackedTileFn.
+using UnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t);
+#define BITNET_UNPACKED_DISPATCH(F)                                                                      \
+  constexpr UnpackedPtr F##_table[kMaxRows][kMaxTokens] = {                                              \
+      {F<1, 1>, F<1, 2>, F<1, 3>, F<1, 4>},                                                              \
+      {F<2, 1>, F<2, 2>, F<2, 3>, F<2, 4>},                                                              \
+      {F<3, 1>, F<3, 2>, F<3, 3>, F<3, 4>},                                                              \
+      {F<4, 1>, F<4, 2>, F<4, 3>, F<4, 4>},                                                              \
+  };                                                                                                     \
+  void F##_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,   \
+                int32_t* acc, int64_t acc_stride) {                                                      \
+    F##_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);                                         \
+  }
+
 #if BITNET_X86
 
 // ---- AVX2 -------------------------------------------------------------------------------
@@ -237,9 +251,30 @@ __attribute__((target("avx2"))) void unpack_avx2(const uint8_t* row, int64_t g0,
     asm("vpaddw %1, %0, %0" : "+x"(a) : "x"(prod_));             \
   } while (0)
 
+// Any tile size (the 4 x 2 tile, the hot one, is specialised below).
+template <int R, int T>
+__attribute__((target("avx2"))) void unpacked_avx2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
+                                                   int64_t k, int32_t* acc, int64_t acc_stride) {
+  __m256i a16[R][T];
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) a16[r][t] = _mm256_setzero_si256();
+  for (int64_t i = 0; i < k; i += 32) {
+    __m256i w[R];
+    for (int r = 0; r < R; ++r) w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + r * cs + i));
+    for (int t = 0; t < T; ++t) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + t * xs + i));
+      for (int r = 0; r < R; ++r) BITNET_MADD_ACC(a16[r][t], w[r], v);
+    }
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < T; ++t) acc[t * acc_stride + r] += hsum_avx2(_mm256_madd_epi16(a16[r][t], ones));
+}
+
 // The hot tile: 4 rows x 2 tokens, 8 sums in registers, the 4 rows' codes loaded once per step.
-__attribute__((target("avx2"))) void unpacked_avx2_4x2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
-                                                       int64_t k, int32_t* acc, int64_t acc_stride) {
+template <>
+__attribute__((target("avx2"))) void unpacked_avx2<4, 2>(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
+                                                         int64_t k, int32_t* acc, int64_t acc_stride) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
   const uint8_t *c0 = c, *c1 = c + cs, *c2 = c + 2 * cs, *c3 = c + 3 * cs;
   const int8_t *x0 = x, *x1 = x + xs;
@@ -275,39 +310,9 @@ __attribute__((target("avx2"))) void unpacked_avx2_4x2(const uint8_t* c, int64_t
   _mm_storeu_si128(t1, _mm_add_epi32(_mm_loadu_si128(t1), _mm256_extracti128_si256(sums, 1)));
 }
 
-// Every other tile size (the edges of a matrix or a batch).
-template <int R, int T>
-__attribute__((target("avx2"))) void unpacked_avx2(const uint8_t* c, int64_t cs, const int8_t* x, int64_t xs,
-                                                   int64_t k, int32_t* acc, int64_t acc_stride) {
-  __m256i a16[R][T];
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) a16[r][t] = _mm256_setzero_si256();
-  for (int64_t i = 0; i < k; i += 32) {
-    __m256i w[R];
-    for (int r = 0; r < R; ++r) w[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + r * cs + i));
-    for (int t = 0; t < T; ++t) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + t * xs + i));
-      for (int r = 0; r < R; ++r) BITNET_MADD_ACC(a16[r][t], w[r], v);
-    }
-  }
-  const __m256i ones = _mm256_set1_epi16(1);
-  for (int r = 0; r < R; ++r)
-    for (int t = 0; t < T; ++t) acc[t * acc_stride + r] += hsum_avx2(_mm256_madd_epi16(a16[r][t], ones));
-}
 #undef BITNET_MADD_ACC
 
-using UnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t);
-constexpr UnpackedPtr unpacked_avx2_table[kMaxRows][kMaxTokens] = {
-    {unpacked_avx2<1, 1>, unpacked_avx2<1, 2>, unpacked_avx2<1, 3>, unpacked_avx2<1, 4>},
-    {unpacked_avx2<2, 1>, unpacked_avx2<2, 2>, unpacked_avx2<2, 3>, unpacked_avx2<2, 4>},
-    {unpacked_avx2<3, 1>, unpacked_avx2<3, 2>, unpacked_avx2<3, 3>, unpacked_avx2<3, 4>},
-    {unpacked_avx2<4, 1>, unpacked_avx2_4x2, unpacked_avx2<4, 3>, unpacked_avx2<4, 4>},
-};
-
-void unpacked_avx2_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
-                        int32_t* acc, int64_t acc_stride) {
-  unpacked_avx2_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
-}
+BITNET_UNPACKED_DISPATCH(unpacked_avx2)
 
 // ---- AVX-512 VNNI ------------------------------------------------------------------------
 // vpdpbusd multiplies unsigned codes by signed activations and accumulates in 32 bits. A zmm
@@ -319,17 +324,7 @@ void unpacked_avx2_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, i
 #include "kernels/vnni_tile.inc"
 BITNET_TILE_DISPATCH(vnni)
 
-constexpr UnpackedPtr vnni_unpacked_table[kMaxRows][kMaxTokens] = {
-    {vnni_unpacked<1, 1>, vnni_unpacked<1, 2>, vnni_unpacked<1, 3>, vnni_unpacked<1, 4>},
-    {vnni_unpacked<2, 1>, vnni_unpacked<2, 2>, vnni_unpacked<2, 3>, vnni_unpacked<2, 4>},
-    {vnni_unpacked<3, 1>, vnni_unpacked<3, 2>, vnni_unpacked<3, 3>, vnni_unpacked<3, 4>},
-    {vnni_unpacked<4, 1>, vnni_unpacked<4, 2>, vnni_unpacked<4, 3>, vnni_unpacked<4, 4>},
-};
-
-void vnni_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
-                        int32_t* acc, int64_t acc_stride) {
-  vnni_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
-}
+BITNET_UNPACKED_DISPATCH(vnni_unpacked)
 
 bool cpu_has_avx512vnni() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -442,29 +437,8 @@ BITNET_DOTPROD_TARGET void neon_sdot_unpacked(const uint8_t* c, int64_t cs, cons
     for (int t = 0; t < T; ++t) out[t * out_stride + r] += vaddvq_s32(acc[r][t]);
 }
 
-using NeonUnpackedPtr = void (*)(const uint8_t*, int64_t, const int8_t*, int64_t, int64_t, int32_t*, int64_t);
-#define BITNET_UNPACKED_TABLE(F)                             \
-  {                                                          \
-    {F<1, 1>, F<1, 2>, F<1, 3>, F<1, 4>},                    \
-        {F<2, 1>, F<2, 2>, F<2, 3>, F<2, 4>},                \
-        {F<3, 1>, F<3, 2>, F<3, 3>, F<3, 4>},                \
-    {                                                        \
-      F<4, 1>, F<4, 2>, F<4, 3>, F<4, 4>                     \
-    }                                                        \
-  }
-constexpr NeonUnpackedPtr neon_unpacked_table[kMaxRows][kMaxTokens] = BITNET_UNPACKED_TABLE(neon_unpacked);
-constexpr NeonUnpackedPtr neon_sdot_unpacked_table[kMaxRows][kMaxTokens] = BITNET_UNPACKED_TABLE(neon_sdot_unpacked);
-#undef BITNET_UNPACKED_TABLE
-
-void neon_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
-                        int32_t* acc, int64_t acc_stride) {
-  neon_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
-}
-
-void neon_sdot_unpacked_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
-                             int32_t* acc, int64_t acc_stride) {
-  neon_sdot_unpacked_table[nr - 1][nt - 1](c, cs, x, xs, k, acc, acc_stride);
-}
+BITNET_UNPACKED_DISPATCH(neon_unpacked)
+BITNET_UNPACKED_DISPATCH(neon_sdot_unpacked)
 #endif  // BITNET_NEON
 
 }  // namespace

@@ -81,6 +81,23 @@ def test_kernels_are_exact(layout, kernel, rows, k, n, case):
     np.testing.assert_array_equal(y, want.astype(np.float32))
 
 
+@pytest.mark.parametrize("kernel", ["scalar", *SIMD])
+def test_batch_paths_agree(kernel):
+    """A batch forced over packed codes and over unpacked codes gives the oracle's exact sums."""
+    rng = np.random.default_rng(11)
+    values = rng.integers(-1, 2, (10, 2560)).astype(np.int8)
+    q = rng.integers(-127, 128, (6, 2560)).astype(np.int8)
+    sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
+    ones = np.ones(6, np.float32)
+    want = numpy_dot(values, q).astype(np.float32)
+    data = pack_tq2(values, 1.0)
+    for path in ("auto", "packed", "unpacked"):
+        y = _core.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, path)
+        np.testing.assert_array_equal(y, want)
+    with pytest.raises(ValueError, match="batch_path must be"):
+        _core.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, "fast")
+
+
 def test_i2s_kernel_takes_odd_group_counts():
     rng = np.random.default_rng(5)
     values = rng.integers(-1, 2, (5, 384)).astype(np.int8)  # 3 groups of 128

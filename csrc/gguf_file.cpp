@@ -76,6 +76,14 @@ MappedFile::~MappedFile() {
   }
 }
 
+void MappedFile::release(const uint8_t* p, size_t n) {
+  if (!mapped_ || n == 0) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + n) / page * page;
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice only
+}
+
 void check_gguf_header(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) {

@@ -20,6 +20,9 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   uint8_t* mutable_data() { return data_; }
   size_t size() const { return size_; }
+  // Lets the kernel drop the pages wholly inside [p, p + n) from this process's memory once the
+  // caller has a copy of their bytes (a mapping only: they would be read back from the file).
+  void release(const uint8_t* p, size_t n);
 
  private:
   uint8_t* data_ = nullptr;

@@ -8,6 +8,7 @@
 
 #include "errors.h"
 #include "ggml-cpu.h"
+#include "kernels/thread_pool.h"
 
 namespace bitnet::engine {
 
@@ -41,9 +42,9 @@ void quantize_op(ggml_tensor* dst, int ith, int nth, void* /*userdata*/) {
 
 void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   auto* op = static_cast<TernaryOpState*>(userdata);
-  const ggml_tensor* w = dst->src[0];
+  const kernels::TernaryMatrix& m = *op->w;
   const ggml_tensor* xq = dst->src[1];
-  const int64_t k = w->ne[0], rows = w->ne[1], n = xq->ne[1];
+  const int64_t k = m.k, rows = m.rows, n = xq->ne[1];
   std::vector<float> scale(static_cast<size_t>(n));
   std::vector<int32_t> sum(static_cast<size_t>(n));
   const auto* q = static_cast<const int8_t*>(xq->data);
@@ -51,8 +52,6 @@ void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     std::memcpy(&scale[t], q + t * xq->nb[1] + k, sizeof(float));
     std::memcpy(&sum[t], q + t * xq->nb[1] + k + 4, sizeof(int32_t));
   }
-  const kernels::TernaryMatrix m{kernels::Layout::kTQ2, static_cast<const uint8_t*>(w->data), rows, k,
-                                 static_cast<int64_t>(w->nb[1]), 0.0f};
   const kernels::QuantizedActivations x{q, static_cast<int64_t>(xq->nb[1]), scale.data(), sum.data(), n};
   auto* y = static_cast<float*>(dst->data);
   const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
@@ -65,18 +64,6 @@ void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     if (r0 >= rows) break;
     kernels::gemm_rows(*op->impl, m, r0, std::min(rows, r0 + chunk), x, y, y_stride);
   }
-}
-
-// Our kernels use one scale per row: true when every TQ2_0 block of every row has the same d.
-bool rows_have_one_scale(const ggml_tensor* t) {
-  const int64_t blocks = t->ne[0] / kernels::kTq2Block;
-  for (int64_t r = 0; r < t->ne[1]; ++r) {
-    const auto* row = static_cast<const uint8_t*>(t->data) + r * t->nb[1];
-    for (int64_t b = 1; b < blocks; ++b) {
-      if (std::memcmp(row + 64, row + b * kernels::kTq2BlockBytes + 64, 2) != 0) return false;
-    }
-  }
-  return true;
 }
 
 }  // namespace
@@ -243,12 +230,42 @@ void BitNetEngine::choose_kernels() {
   for (ggml_tensor* t : ternary) {
     // TQ1_0 (base-3 packing) and TQ2_0 rows with several block scales stay with ggml; kernels()
     // says so and Python warns.
-    if (t->type == GGML_TYPE_TQ2_0 && t->ne[0] % kernels::kTq2Block == 0 && rows_have_one_scale(t)) {
-      own_kernel_.insert(t);
+    if (t->type != GGML_TYPE_TQ2_0 || t->ne[0] % kernels::kTq2Block != 0) continue;
+    PackedWeight packed;
+    if (repack(t, &packed)) {
+      file_->release(static_cast<const uint8_t*>(t->data), ggml_nbytes(t));  // nothing reads them again
+      own_kernel_.emplace(t, std::move(packed));
     }
   }
   if (own_kernel_.empty()) kernel_impl_ = nullptr;
   op_states_ = std::vector<TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
+}
+
+bool BitNetEngine::repack(const ggml_tensor* t, PackedWeight* out) {
+  const int64_t rows = t->ne[1], k = t->ne[0], row_bytes = k / 4;
+  const auto* src = static_cast<const uint8_t*>(t->data);
+  const kernels::TernaryMatrix tq2{kernels::Layout::kTQ2, src, rows, k, static_cast<int64_t>(t->nb[1]), 0.0f};
+  out->codes.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (rows * row_bytes + 63) / 64 * 64)));
+  if (!out->codes) throw EngineError("out of memory repacking '" + std::string(ggml_get_name(t)) + "' for our kernels");
+  out->scales.resize(static_cast<size_t>(rows));
+  std::atomic<bool> one_scale{true};
+  constexpr int64_t kRowsPerTask = 256;
+  const int n_tasks = static_cast<int>((rows + kRowsPerTask - 1) / kRowsPerTask);
+  kernels::ThreadPool::instance().run(n_tasks, config_.n_threads, [&](int task) {
+    const int64_t blocks = k / kernels::kTq2Block;
+    for (int64_t r = task * kRowsPerTask; r < std::min(rows, (task + 1) * kRowsPerTask); ++r) {
+      const uint8_t* row = src + r * tq2.stride;
+      for (int64_t b = 1; b < blocks; ++b) {
+        if (std::memcmp(row + 64, row + b * kernels::kTq2BlockBytes + 64, 2) != 0) one_scale = false;
+      }
+      kernels::tq2_row_to_i2s(row, k, out->codes.get() + r * row_bytes);
+      out->scales[r] = kernels::row_scale(tq2, r);
+    }
+  });
+  if (!one_scale) return false;
+  out->matrix = kernels::TernaryMatrix{kernels::Layout::kI2S, out->codes.get(), rows, k, row_bytes, 0.0f,
+                                       out->scales.data()};
+  return true;
 }
 
 std::string BitNetEngine::kernels() const {
@@ -273,6 +290,7 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
   }
   TernaryOpState* state = &op_states_[n_op_states_++];
   state->impl = kernel_impl_;
+  state->w = &own_kernel_.find(w)->second.matrix;
   state->next_row.store(0, std::memory_order_relaxed);  // the graph runs after it is built
   ggml_tensor* args[] = {w, *xq};
   return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ternary_op, GGML_N_TASKS_MAX,

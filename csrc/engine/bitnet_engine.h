@@ -2,9 +2,10 @@
 #pragma once
 
 #include <atomic>
+#include <cstdlib>
 #include <memory>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/engine.h"
@@ -35,9 +36,23 @@ struct BitNetHParams {
   int n_embd_kv() const { return head_dim() * n_head_kv; }
 };
 
-// Per ternary-matmul node of the current graph: the kernel and the next row a thread takes.
+// A ternary weight our kernels run, repacked once at load from its TQ2_0 blocks: I2_S codes
+// (rows of k/4 bytes back to back, 64-byte aligned, no per-block scales in the stream) and one
+// float scale per row. 3% fewer bytes per token than TQ2_0, and no load straddles a cache line.
+struct PackedWeight {
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t[], Free> codes;
+  std::vector<float> scales;
+  kernels::TernaryMatrix matrix{};
+};
+
+// Per ternary-matmul node of the current graph: the kernel, the weight and the next row a
+// thread takes.
 struct TernaryOpState {
   const kernels::Impl* impl = nullptr;
+  const kernels::TernaryMatrix* w = nullptr;
   std::atomic<int64_t> next_row{0};
   TernaryOpState() = default;
   TernaryOpState(TernaryOpState&&) noexcept {}  // only ever moved while empty (vector sizing)
@@ -89,6 +104,9 @@ class BitNetEngine final : public Engine {
   void bind_weights(const std::string& path);
   void allocate_cache();
   void choose_kernels();
+  // Repacks a TQ2_0 weight for our kernels; false (nothing kept) when its rows have several
+  // block scales, which our kernels do not take.
+  bool repack(const ggml_tensor* t, PackedWeight* out);
   // w x for a ternary weight: our kernels on activations quantized once (`xq`, built on first
   // use and shared by the matmuls that read the same x), or ggml_mul_mat.
   ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor** xq);
@@ -114,7 +132,7 @@ class BitNetEngine final : public Engine {
   std::vector<Layer> layers_;
   int n_cached_ = 0;
   const kernels::Impl* kernel_impl_ = nullptr;       // null: ggml runs every matmul
-  std::unordered_set<const ggml_tensor*> own_kernel_;  // weights our kernels take
+  std::unordered_map<const ggml_tensor*, PackedWeight> own_kernel_;  // weights our kernels take
   int n_ternary_ = 0;                                  // ternary weights in the model
   std::vector<TernaryOpState> op_states_;              // reset by each build_graph
   size_t n_op_states_ = 0;

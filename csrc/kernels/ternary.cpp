@@ -177,9 +177,87 @@ __attribute__((target("avx2"), always_inline)) inline void avx2_group(const uint
   }
 }
 
+// One row x one token (generation: memory-bound). Two 16-bit sums (even and odd group of each
+// pair) halve the chain of dependent adds, and the prefetch runs a fixed number of bytes ahead
+// of the reads, which crosses into the following rows (rows are contiguous in both layouts).
+// Standalone A/B (131072 x 2560 I2_S rows from memory, 2 threads, same run): one sum with
+// 660 bytes ahead 17.4 GB/s, two sums with 4 KiB ahead 20.3 GB/s, plain 32-byte loads 23.4.
+constexpr int64_t kGemvPrefetchBytes = 4096;
+
+// a += the 4 planes of one group of codes c times activations xg (16-bit sums).
+template <Layout L>
+__attribute__((target("avx2"), always_inline)) inline void avx2_gemv_group(__m256i c, const int8_t* xg,
+                                                                         __m256i& a) {
+  const __m256i mask = _mm256_set1_epi8(3);
+#pragma GCC unroll 4
+  for (int p = 0; p < 4; ++p) {
+    const __m256i wv = _mm256_and_si256(_mm256_srli_epi16(c, plane_shift<L>(p)), mask);
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * p));
+    a = _mm256_add_epi16(a, _mm256_maddubs_epi16(wv, xv));
+    asm("" : "+x"(a));
+  }
+}
+
+// The 8 int32 lanes of one row's sums (not yet added together).
+template <Layout L>
+__attribute__((target("avx2"), always_inline)) inline __m256i avx2_gemv_lanes(const uint8_t* w, const int8_t* x,
+                                                                            int64_t k) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  constexpr int64_t stride = pair_stride<L>();
+  const int64_t n_groups = k / kGroup, n_pairs = n_groups / 2;
+  __m256i acc = _mm256_setzero_si256();
+  for (int64_t p0 = 0; p0 < n_pairs; p0 += 4) {  // 16-bit sums of 4 pairs, then widen
+    const int64_t p1 = std::min<int64_t>(n_pairs, p0 + 4);
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+    for (int64_t pair = p0; pair < p1; ++pair) {
+      const uint8_t* b = w + pair * stride;
+      _mm_prefetch(reinterpret_cast<const char*>(b) + kGemvPrefetchBytes, _MM_HINT_T0);
+      if constexpr (L == Layout::kTQ2) {  // a 66-byte block can span 3 lines
+        _mm_prefetch(reinterpret_cast<const char*>(b) + kGemvPrefetchBytes + 63, _MM_HINT_T0);
+      }
+      const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
+      const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
+      avx2_gemv_group<L>(c0, x + pair * 2 * kGroup, a0);
+      avx2_gemv_group<L>(c1, x + pair * 2 * kGroup + kGroup, a1);
+    }
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16(a0, a1), ones));
+  }
+  if (n_groups & 1) {  // I2_S rows of an odd number of groups
+    __m256i a0 = _mm256_setzero_si256();
+    avx2_gemv_group<L>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + n_pairs * stride)),
+                       x + (n_groups - 1) * kGroup, a0);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a0, ones));
+  }
+  return acc;
+}
+
+// out[r] = row r . x for n_rows rows, the rows' lane sums reduced 8 rows at a time (one
+// horizontal-add tree instead of eight), with no call or epilogue between rows.
+template <Layout L>
+__attribute__((target("avx2"))) void avx2_gemv(Layout, const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x,
+                                               int64_t k, int32_t* out) {
+  int64_t r = 0;
+  for (; r + 8 <= n_rows; r += 8) {
+    __m256i v[8];
+    for (int i = 0; i < 8; ++i) v[i] = avx2_gemv_lanes<L>(w + (r + i) * ws, x, k);
+    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    const __m256i lo = _mm256_hadd_epi32(h01, h23), hi = _mm256_hadd_epi32(h45, h67);
+    // lo = rows 0-3 (low lanes) | rows 0-3 (high lanes), hi the same for rows 4-7.
+    const __m256i sums =
+        _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r), sums);
+  }
+  for (; r < n_rows; ++r) out[r] = hsum_avx2(avx2_gemv_lanes<L>(w + r * ws, x, k));
+}
+
 template <Layout L, int R, int T>
 __attribute__((target("avx2"))) void avx2(const uint8_t* w, int64_t ws, const int8_t* x, int64_t xs, int64_t k,
                                           int32_t* out) {
+  if constexpr (R == 1 && T == 1) {
+    out[0] = hsum_avx2(avx2_gemv_lanes<L>(w, x, k));
+    return;
+  }
   const __m256i ones = _mm256_set1_epi16(1);
   constexpr int64_t stride = pair_stride<L>();
   __m256i acc[R][T];
@@ -196,8 +274,8 @@ __attribute__((target("avx2"))) void avx2(const uint8_t* w, int64_t ws, const in
       for (int t = 0; t < T; ++t) a16[r][t] = _mm256_setzero_si256();
     for (int64_t pair = p0; pair < p1; ++pair) {
       // The same bytes of the rows one tile ahead, at least 4 rows: hides DRAM latency that the
-      // hardware prefetcher does not. One-row GEMV, interleaved A/B in one process (6912x2560
-      // TQ2_0, 1 thread, from memory): 1 row ahead 10.8-11.1 GB/s, 4 rows 11.7-12.4.
+      // hardware prefetcher does not (measured on the one-row kernel before it had its own,
+      // 6912x2560 TQ2_0, 1 thread: 1 row ahead 10.8-11.1 GB/s, 4 rows 11.7-12.4).
       constexpr int64_t kAheadRows = R < 4 ? 4 : R;
       for (int r = 0; r < R; ++r) {
         const char* ahead = reinterpret_cast<const char*>(wp[r] + pair * stride + kAheadRows * ws);
@@ -225,6 +303,11 @@ __attribute__((target("avx2"))) void avx2(const uint8_t* w, int64_t ws, const in
     for (int t = 0; t < T; ++t) out[r * T + t] = hsum_avx2(acc[r][t]);
 }
 BITNET_TILE_DISPATCH(avx2)
+
+void avx2_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x, int64_t k,
+                        int32_t* out) {
+  (layout == Layout::kI2S ? avx2_gemv<Layout::kI2S> : avx2_gemv<Layout::kTQ2>)(layout, w, ws, n_rows, x, k, out);
+}
 
 // ---- AVX2 over unpacked codes ----------------------------------------------------------
 // Codes already one byte per weight: the loop is a maddubs and a 16-bit add per 32 products, no
@@ -456,7 +539,7 @@ const Impl& scalar_impl() {
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2"); }
 
 const Impl* avx2_impl() {
-  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile};
+  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile, &avx2_gemv_dispatch};
   return cpu_has_avx2() ? &impl : nullptr;
 }
 
@@ -575,6 +658,7 @@ float quantize_row(const float* x, int64_t k, int8_t* q, int32_t* sum) {
 }
 
 float row_scale(const TernaryMatrix& w, int64_t row) {
+  if (w.row_scales != nullptr) return w.row_scales[row];
   if (w.layout == Layout::kI2S) return w.scale;
   uint16_t d;
   std::memcpy(&d, w.data + row * w.stride + 64, sizeof d);
@@ -610,6 +694,21 @@ void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int6
   // activation loads and decoded codes (measured fastest of 2x2, 2x4, 3x3, 4x3, 3x4 and 4x4: AVX2
   // has 16 registers: 8 accumulators, 4 rows of codes, 2 activations, the mask and a temporary).
   // Blocks of rows stay in cache while the tokens stream.
+  if (x.n == 1 && impl.gemv != nullptr) {
+    constexpr int64_t kRows = 64;
+    int32_t dots[kRows];
+    float scales[kRows];
+    const int32_t sum = x.sum[0];
+    const float xs = x.scale[0];
+    for (int64_t rb = r0; rb < r1; rb += kRows) {
+      const int64_t nr = std::min(kRows, r1 - rb);
+      impl.gemv(w.layout, w.data + rb * w.stride, w.stride, nr, x.q, w.k, dots);
+      // Scales read after the dot products, as below.
+      for (int64_t i = 0; i < nr; ++i) scales[i] = row_scale(w, rb + i);
+      for (int64_t i = 0; i < nr; ++i) y[rb + i] = static_cast<float>(dots[i] - sum) * scales[i] * xs;
+    }
+    return;
+  }
   const int tile_rows = x.n == 1 ? 1 : 4;
   const int tile_tokens = x.n == 1 ? 1 : 2;
   constexpr int64_t kRowBlock = 64;

@@ -46,12 +46,19 @@ using UnpackedTileFn = void (*)(const uint8_t* codes, int64_t c_stride, int n_ro
                                 int64_t x_stride, int n_tokens, int64_t k, int32_t* acc, int64_t acc_stride);
 constexpr int64_t kUnpackedMaxK = 2048;
 
+// out[r] = sum_k code[r][k] * x[k] for the n_rows rows starting at w (w_stride bytes apart): one
+// token, the whole run of rows in one call.
+using GemvFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, int64_t n_rows, const int8_t* x, int64_t k,
+                        int32_t* out);
+
 struct Impl {
   const char* name;  // "scalar", "avx2", "avx512vnni"
   TileFn tile;
   // Optional: a kernel over unpacked codes, used for batches of tokens (gemm_rows unpacks each
   // block of rows once and runs every token against it).
   UnpackedTileFn unpacked_tile = nullptr;
+  // Optional: the one-token kernel over many rows (else one-row tiles).
+  GemvFn gemv = nullptr;
 };
 
 // Every implementation compiled in, and whether this CPU can run it.
@@ -87,15 +94,17 @@ struct QuantizedActivations {
 float quantize_row(const float* x, int64_t k, int8_t* q, int32_t* sum);
 float quantize_row_scalar(const float* x, int64_t k, int8_t* q, int32_t* sum);  // the reference
 
-// Weights as the kernels see them. Rows use one scale each: `scale` for kI2S, and for kTQ2 the
-// d of the row's first block (the caller has checked that every block of a row has the same d).
+// Weights as the kernels see them. Rows use one scale each: row_scales[r] when given, else
+// `scale` for kI2S, and for kTQ2 the d of the row's first block (the caller has checked that
+// every block of a row has the same d).
 struct TernaryMatrix {
   Layout layout;
   const uint8_t* data;
   int64_t rows;
   int64_t k;
   int64_t stride;  // bytes between rows
-  float scale;     // kI2S only
+  float scale;     // kI2S without row_scales
+  const float* row_scales = nullptr;
 };
 
 float row_scale(const TernaryMatrix& w, int64_t row);

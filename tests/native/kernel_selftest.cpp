@@ -88,6 +88,39 @@ int main() {
       }
     }
   }
+  // One-token kernels over runs of rows: every row equals the scalar tile, for run lengths around
+  // the 8-row reductions, k with an odd number of I2_S groups, and rows not 32-byte aligned.
+  for (const Impl* impl : impls) {
+    if (impl == nullptr || impl->gemv == nullptr) continue;
+    for (Layout layout : {Layout::kI2S, Layout::kTQ2}) {
+      for (int64_t k : {256, 384, 2560, 6912}) {
+        if (layout == Layout::kTQ2 && k % kTq2Block != 0) continue;
+        for (int pattern = 0; pattern < 3; ++pattern) {
+          const int64_t rb = row_bytes(layout, k), n_rows = 21;
+          std::vector<uint8_t> w(n_rows * rb + 8);
+          for (auto& b : w) b = pattern == 1 ? 0xAA : static_cast<uint8_t>(rng());
+          std::vector<int8_t> x(k);
+          for (auto& v : x) v = pattern == 2 ? (rng() & 1 ? 127 : -127) : static_cast<int8_t>(rng() % 255 - 127);
+          for (int64_t offset : {0, 4}) {
+            for (int64_t nr : {1, 7, 8, 9, 16, 21}) {
+              std::vector<int32_t> want(nr), got(nr + 1, -1);
+              for (int64_t r = 0; r < nr; ++r) {
+                scalar_impl().tile(layout, w.data() + offset + r * rb, rb, 1, x.data(), k, 1, k, &want[r]);
+              }
+              impl->gemv(layout, w.data() + offset, rb, nr, x.data(), k, got.data());
+              ++checked;
+              if (std::memcmp(want.data(), got.data(), sizeof(int32_t) * nr) != 0 || got[nr] != -1) {
+                ++failures;
+                std::printf("MISMATCH gemv %s layout=%d k=%ld pattern=%d rows=%ld offset=%ld\n", impl->name,
+                            static_cast<int>(layout), static_cast<long>(k), pattern, static_cast<long>(nr),
+                            static_cast<long>(offset));
+              }
+            }
+          }
+        }
+      }
+    }
+  }
   // Activation quantization: the dispatched routine equals the scalar one.
   for (int64_t k : {37, 128, 2560, 6912}) {
     std::vector<float> xf(k);

@@ -3,10 +3,12 @@
 For GEMV (one token) and GEMM (--batch tokens) at each thread count, prints the median time,
 GFLOP-equivalent/s (2*rows*k per token), weight GB/s and, for GEMV, the share of the machine's
 read bandwidth (measured here by summing 1 GiB on that many threads: the roofline of a
-memory-bound GEMV). Our kernels and ggml read the same TQ2_0 bytes (what the engine maps from
-the file); ggml runs through the same libggml the engine links, with a persistent thread pool.
-For batches, ``packed`` is our kernel forced to its one-token path (2-bit codes decoded in the
-inner loop), the baseline of the unpacked batch path ``bitnet`` takes from 4 tokens on.
+memory-bound GEMV). ``bitnet`` runs our kernels on I2_S rows (what BitNetEngine repacks the
+file's TQ2_0 weights into at load: 64-byte aligned, 2.0 bits per weight); ``bit-tq2`` runs them
+on the TQ2_0 bytes themselves (2.06 bits per weight, blocks straddling cache lines); ggml reads
+the same TQ2_0 bytes through the libggml the engine links, with a persistent thread pool. For
+batches, ``packed`` is our kernel forced to its one-token path (2-bit codes decoded in the inner
+loop), the baseline of the unpacked batch path ``bitnet`` takes from 4 tokens on.
 
     python benchmarks/bench_kernels.py [--threads 1 2] [--batch 128] [--repeats 7]
 
@@ -84,6 +86,7 @@ def main() -> None:
             K.PackedTernary(packed.data.copy(), packed.scale, packed.shape, "tq2_0")
             for _ in range(copies - 1)
         ]
+        i2s = [K.convert_layout(m, "i2_s") for m in mats]
         ggml = [_core.GgmlTernaryMatmul(m.data, k) for m in mats]
         dense = K.dequantize(packed)
         for n in (1, args.batch):
@@ -92,6 +95,12 @@ def main() -> None:
             for threads in args.threads:
                 runs: dict[str, tuple[Callable[[], object], int]] = {
                     "bitnet": (
+                        lambda x=x, t=threads, ms=i2s[:per_call]: [
+                            K.matmul(m, x, n_threads=t) for m in ms
+                        ],
+                        i2s[0].data.nbytes,
+                    ),
+                    "bit-tq2": (
                         lambda x=x, t=threads, ms=mats[:per_call]: [
                             K.matmul(m, x, n_threads=t) for m in ms
                         ],
@@ -104,8 +113,8 @@ def main() -> None:
                 }
                 if n > 1:
                     runs["packed"] = (
-                        lambda x=x, t=threads, p=packed: packed_path_matmul(p, x, t),
-                        packed.data.nbytes,
+                        lambda x=x, t=threads, p=i2s[0]: packed_path_matmul(p, x, t),
+                        i2s[0].data.nbytes,
                     )
                 runs["numpy"] = (lambda x=x, d=dense: x @ d.T, dense.nbytes)
                 for name, (fn, nbytes) in runs.items():

@@ -145,3 +145,30 @@ def test_llama_architecture_file_runs_on_libllama(tmp_path: Path):
     weights = synthetic_weights(shape, build_vocabulary(), seed=6, sub_norms=False)
     want = ReferenceModel(shape, weights, "silu", rope="normal").logits(tokens)
     assert rel_l2(got, want) < REL_L2_TOLERANCE
+
+
+def test_models_on_one_file_share_repacked_weights(tiny_relu2):
+    """Engines of one process on the same file share the repacked ternary matrices: closing one
+    leaves the other's intact."""
+    first = bitnet.Model(tiny_relu2, n_ctx=64, kernels="bitnet")
+    second = bitnet.Model(tiny_relu2, n_ctx=64, kernels="bitnet")
+    tokens = first.tokenize(PROMPT)[:12]
+    want = first.logits(tokens)
+    np.testing.assert_array_equal(second.logits(tokens), want)
+    first.close()
+    np.testing.assert_array_equal(second.logits(tokens), want)
+    second.close()
+
+
+def test_rewritten_file_is_repacked_again(tmp_path: Path):
+    """The share is keyed by the file's identity: a file replaced at the same path is not served
+    from the weights of the old one."""
+    path = tmp_path / "model.gguf"
+    generate_model(path, seed=3)
+    with bitnet.Model(path, n_ctx=64, kernels="bitnet") as old:
+        tokens = old.tokenize(PROMPT)[:12]
+        generate_model(tmp_path / "other.gguf", seed=8)
+        (tmp_path / "other.gguf").replace(path)
+        with bitnet.Model(path, n_ctx=64, kernels="bitnet") as new:
+            got = new.logits(tokens)
+    assert rel_l2(got, reference_logits("relu2", 8, tokens)) < REL_L2_TOLERANCE

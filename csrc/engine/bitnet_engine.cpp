@@ -1,9 +1,13 @@
 #include "engine/bitnet_engine.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "errors.h"
@@ -74,7 +78,7 @@ bool is_bitnet_arch(const std::string& arch) {
 
 BitNetEngine::BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_context_ptr tensors,
                            const EngineConfig& config)
-    : config_(config), gguf_(std::move(gguf)), weights_ctx_(std::move(tensors)) {
+    : config_(config), path_(path), gguf_(std::move(gguf)), weights_ctx_(std::move(tensors)) {
   load_hparams(path);
   if (config_.n_ctx < 1) throw InvalidArgument("n_ctx must be >= 1");
   if (config_.n_batch < 1) throw InvalidArgument("n_batch must be >= 1");
@@ -227,18 +231,44 @@ void BitNetEngine::choose_kernels() {
   n_ternary_ = static_cast<int>(ternary.size());
   if (choice == "ggml" || (choice == "auto" && !fast)) return;
   kernel_impl_ = &best;
+  // The file's identity: engines of this process on the same, unchanged file share the repacked
+  // weights (Supervisor slots, server --parallel) instead of holding a copy each.
+  struct stat st {};
+  std::string file_key;
+  if (::stat(path_.c_str(), &st) == 0) {
+    file_key = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+               std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":";
+  }
   for (ggml_tensor* t : ternary) {
     // TQ1_0 (base-3 packing) and TQ2_0 rows with several block scales stay with ggml; kernels()
     // says so and Python warns.
     if (t->type != GGML_TYPE_TQ2_0 || t->ne[0] % kernels::kTq2Block != 0) continue;
-    PackedWeight packed;
-    if (repack(t, &packed)) {
+    if (std::shared_ptr<const PackedWeight> packed = packed_weight(file_key, t)) {
       file_->release(static_cast<const uint8_t*>(t->data), ggml_nbytes(t));  // nothing reads them again
       own_kernel_.emplace(t, std::move(packed));
     }
   }
   if (own_kernel_.empty()) kernel_impl_ = nullptr;
   op_states_ = std::vector<TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
+}
+
+std::shared_ptr<const PackedWeight> BitNetEngine::packed_weight(const std::string& file_key, const ggml_tensor* t) {
+  static std::mutex mutex;  // held while repacking: a second engine on the file waits, then shares
+  static std::map<std::string, std::weak_ptr<const PackedWeight>> cache;
+  const std::string key = file_key.empty() ? std::string() : file_key + std::to_string(
+      static_cast<const uint8_t*>(t->data) - file_->data());
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!key.empty()) {
+    auto it = cache.find(key);
+    if (it != cache.end()) {
+      if (std::shared_ptr<const PackedWeight> hit = it->second.lock()) return hit;
+      cache.erase(it);
+    }
+  }
+  auto packed = std::make_shared<PackedWeight>();
+  if (!repack(t, packed.get())) return nullptr;
+  if (!key.empty()) cache[key] = packed;
+  return packed;
 }
 
 bool BitNetEngine::repack(const ggml_tensor* t, PackedWeight* out) {
@@ -290,7 +320,7 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
   }
   TernaryOpState* state = &op_states_[n_op_states_++];
   state->impl = kernel_impl_;
-  state->w = &own_kernel_.find(w)->second.matrix;
+  state->w = &own_kernel_.find(w)->second->matrix;
   state->next_row.store(0, std::memory_order_relaxed);  // the graph runs after it is built
   ggml_tensor* args[] = {w, *xq};
   return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ternary_op, GGML_N_TASKS_MAX,

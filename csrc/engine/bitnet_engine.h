@@ -104,8 +104,10 @@ class BitNetEngine final : public Engine {
   void bind_weights(const std::string& path);
   void allocate_cache();
   void choose_kernels();
-  // Repacks a TQ2_0 weight for our kernels; false (nothing kept) when its rows have several
-  // block scales, which our kernels do not take.
+  // A TQ2_0 weight repacked for our kernels, from the process-wide cache (the key names the
+  // file's identity and the tensor's offset) or made now; null when its rows have several block
+  // scales, which our kernels do not take.
+  std::shared_ptr<const PackedWeight> packed_weight(const std::string& file_key, const ggml_tensor* t);
   bool repack(const ggml_tensor* t, PackedWeight* out);
   // w x for a ternary weight: our kernels on activations quantized once (`xq`, built on first
   // use and shared by the matmuls that read the same x), or ggml_mul_mat.
@@ -114,6 +116,7 @@ class BitNetEngine final : public Engine {
   bool decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits);
 
   EngineConfig config_;
+  std::string path_;
   BitNetHParams hp_;
   // Declared in dependency order: members are destroyed bottom-up, the buffer before the
   // tensor descriptions that point into it, both before the file mapping.
@@ -132,7 +135,8 @@ class BitNetEngine final : public Engine {
   std::vector<Layer> layers_;
   int n_cached_ = 0;
   const kernels::Impl* kernel_impl_ = nullptr;       // null: ggml runs every matmul
-  std::unordered_map<const ggml_tensor*, PackedWeight> own_kernel_;  // weights our kernels take
+  // Weights our kernels take; shared with the other engines of this process on the same file.
+  std::unordered_map<const ggml_tensor*, std::shared_ptr<const PackedWeight>> own_kernel_;
   int n_ternary_ = 0;                                  // ternary weights in the model
   std::vector<TernaryOpState> op_states_;              // reset by each build_graph
   size_t n_op_states_ = 0;

@@ -266,7 +266,8 @@ class RuntimePlan:
             f"threads      {self.threads} generation, {self.threads_batch} prompt",
             f"kernels      {self.kernels}",
             f"memory       {_size(self.memory_bytes)} = weights {_size(self.weights_bytes)} "
-            f"(memory-mapped) + KV cache {_size(self.kv_cache_bytes)}",
+            f"(memory-mapped; our kernels repack the ternary ones) + KV cache "
+            f"{_size(self.kv_cache_bytes)}",
             f"command      {self.command}",
         ]
         lines += [f"warning      {w}" for w in self.warnings]

@@ -11,6 +11,7 @@
 #include "errors.h"
 #include "ggml-cpp.h"
 #include "ggml-cpu.h"
+#include "kernels/kquant.h"
 #include "kernels/ternary.h"
 #include "kernels/thread_pool.h"
 
@@ -210,6 +211,38 @@ void register_kernels(py::module_& m) {
       py::arg("weights"), py::arg("k"), py::arg("layout"), py::arg("w_scale"), py::arg("xq"), py::arg("x_scale"),
       py::arg("x_sum"), py::arg("n_threads"), py::arg("kernel"), py::arg("batch_path") = "auto",
       "Internal: validated by bitnet.kernels. batch_path 'packed' / 'unpacked' forces how a batch runs.");
+  m.def(
+      "q6k_matmul",
+      [](Bytes weights, int64_t k, Floats x, const std::string& kernel) {
+        if (k <= 0 || k % kernels::kQ6KBlock != 0) throw py::value_error("k must be a positive multiple of 256");
+        const int64_t row = k / kernels::kQ6KBlock * kernels::kQ6KBlockBytes;
+        if (weights.ndim() != 2 || weights.shape(1) != row) {
+          throw py::value_error("weights must be (rows, " + std::to_string(row) + ") uint8 Q6_K blocks");
+        }
+        if (x.ndim() != 2 || x.shape(1) != k) throw py::value_error("x must be (n, k) float32");
+        kernels::Q6KDotFn fn = &kernels::q6k_dot_scalar;
+        if (kernel == "avx2") {
+          fn = kernels::q6k_dot_avx2();
+          if (fn == nullptr) throw py::value_error("this CPU cannot run the 'avx2' kernel; use kernel='scalar'");
+        } else if (kernel != "scalar") {
+          throw py::value_error("kernel must be 'scalar' or 'avx2', not '" + kernel + "'");
+        }
+        const int64_t rows = weights.shape(0), n = x.shape(0), blocks = k / kernels::kQ6KBlock;
+        Floats y({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(rows)});
+        const float* src = x.data();
+        float* out = y.mutable_data();
+        {
+          py::gil_scoped_release release;
+          std::vector<kernels::Q8Block> q(static_cast<size_t>(blocks));
+          for (int64_t t = 0; t < n; ++t) {
+            kernels::quantize_row_q8(src + t * k, k, q.data());
+            fn(weights.data(), row, rows, q.data(), blocks, out + t * rows);
+          }
+        }
+        return y;
+      },
+      py::arg("weights"), py::arg("k"), py::arg("x"), py::arg("kernel"),
+      "Internal: Q6_K rows times float32 activations quantized per 256 values (the head our kernels run).");
   py::class_<GgmlTernaryMatmul>(m, "GgmlTernaryMatmul", "Internal: ggml's TQ2_0 matmul, for benchmarks and tests.")
       .def(py::init<Bytes, int64_t>(), py::arg("weights"), py::arg("k"))
       .def("run", &GgmlTernaryMatmul::run, py::arg("x"), py::arg("n_threads"));

@@ -258,3 +258,66 @@ def test_memory_bandwidth_probe():
     assert _core.memory_read_bandwidth(1 << 24, 1, 1) > 0.1
     with pytest.raises(ValueError, match="1 MiB"):
         _core.memory_read_bandwidth(10, 1, 1)
+
+
+# ---- the Q6_K head kernel ---------------------------------------------------------------------
+
+
+def q6k_blocks(rng: np.random.Generator, rows: int, k: int, scales: np.ndarray) -> np.ndarray:
+    """Random Q6_K rows (any bytes are a valid block) whose fp16 d are taken from ``scales``."""
+    nb = k // 256
+    raw = rng.integers(0, 256, size=(rows, nb, 210), dtype=np.uint8)
+    d = rng.choice(scales, size=(rows, nb)).astype(np.float16)
+    raw[:, :, 208:210] = d.view(np.uint8).reshape(rows, nb, 2)
+    return raw.reshape(rows, nb * 210)
+
+
+def q8_per_block(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-256 absmax int8 quantization in numpy: (q (n, k) int64, d (n, k/256) float32)."""
+    blocks = x.reshape(x.shape[0], -1, 256).astype(np.float32)
+    absmax = np.abs(blocks).max(axis=2)
+    d = np.where(absmax > 0, absmax / np.float32(127), np.float32(1)).astype(np.float32)
+    inv = (np.float32(1) / d).astype(np.float32)
+    q = np.clip(np.rint(blocks * inv[:, :, None]), -127, 127).astype(np.int64)
+    return q.reshape(x.shape), d
+
+
+@pytest.mark.parametrize("kernel", ["scalar", "avx2"])
+@pytest.mark.parametrize(("rows", "k"), [(1, 256), (37, 512), (70, 2560)])
+def test_q6k_head_kernel_against_gguf_dequantization(kernel, rows, k):
+    """Our Q6_K kernel equals gguf's (independent) dequantization times the per-block int8
+    activations, computed in float64, up to float32 rounding; scales include subnormal fp16
+    values, zero and negatives, activations an all-zero block and extremes."""
+    if kernel == "avx2" and not _core.cpu_has_avx2():
+        pytest.skip("no AVX2 on this CPU")
+    from gguf import GGMLQuantizationType, quants
+
+    rng = np.random.default_rng(rows + k)
+    scales = np.array([3e-7, 2e-5, 6e-5, 1e-3, -4e-3, 0.0, 0.5], dtype=np.float32)
+    w = q6k_blocks(rng, rows, k, scales)
+    deq = quants.dequantize(w, GGMLQuantizationType.Q6_K).reshape(rows, k).astype(np.float64)
+    x = rng.standard_normal((3, k)).astype(np.float32)
+    x[1, :256] = 0.0
+    x[2, ::7] = 1e4
+    q, d = q8_per_block(x)
+    nb = k // 256
+    want = np.zeros((3, rows))
+    for b in range(nb):
+        cols = slice(256 * b, 256 * b + 256)
+        want += d[:, b : b + 1].astype(np.float64) * (q[:, cols] @ deq[:, cols].T)
+    got = _core.q6k_matmul(w, k, x, kernel)
+    assert got.shape == (3, rows) and got.dtype == np.float32
+    scale = np.abs(want).max() + 1e-30
+    assert np.abs(got - want).max() / scale < 1e-5
+
+
+def test_q6k_head_kernel_validation():
+    w = np.zeros((4, 210), dtype=np.uint8)
+    with pytest.raises(ValueError, match="multiple of 256"):
+        _core.q6k_matmul(w, 100, np.zeros((1, 100), np.float32), "scalar")
+    with pytest.raises(ValueError, match=r"\(rows, 420\)"):
+        _core.q6k_matmul(w, 512, np.zeros((1, 512), np.float32), "scalar")
+    with pytest.raises(ValueError, match="x must be"):
+        _core.q6k_matmul(w, 256, np.zeros((1, 512), np.float32), "scalar")
+    with pytest.raises(ValueError, match="kernel must be"):
+        _core.q6k_matmul(w, 256, np.zeros((1, 256), np.float32), "neon")

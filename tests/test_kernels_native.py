@@ -15,6 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [
     ROOT / "tests/native/kernel_selftest.cpp",
+    ROOT / "csrc/kernels/kquant.cpp",
     ROOT / "csrc/kernels/ternary.cpp",
     ROOT / "csrc/kernels/thread_pool.cpp",
 ]

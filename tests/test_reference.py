@@ -172,3 +172,31 @@ def test_rewritten_file_is_repacked_again(tmp_path: Path):
         with bitnet.Model(path, n_ctx=64, kernels="bitnet") as new:
             got = new.logits(tokens)
     assert rel_l2(got, reference_logits("relu2", 8, tokens)) < REL_L2_TOLERANCE
+
+
+@pytest.mark.parametrize("kernels", ["ggml", "bitnet"])
+def test_q6_k_head_matches_reference(tmp_path: Path, kernels):
+    """A Q6_K embedding/head (what the 2B-4T files carry): the reference runs on gguf's own
+    dequantization of the file's head, so only the engine's activation rounding remains. With
+    kernels='bitnet' on AVX2 the head runs on our Q6_K kernel."""
+    import gguf
+
+    from bitnet.convert import convert
+
+    src = generate_model(tmp_path / "f16.gguf", seed=3)
+    path = convert(src, tmp_path / "q6_k.gguf", type="tq2_0", embedding_type="q6_k")
+    head = next(t for t in gguf.GGUFReader(path).tensors if t.name == "token_embd.weight")
+    assert head.tensor_type == gguf.GGMLQuantizationType.Q6_K
+    shape = SHAPES["tiny"]
+    vocab = build_vocabulary()
+    embd = gguf.quants.dequantize(head.data, head.tensor_type).reshape(len(vocab.tokens), -1)
+    weights = [
+        (name, embd if name == "token_embd.weight" else w)
+        for name, w in synthetic_weights(shape, vocab, seed=3)
+    ]
+    with bitnet.Model(path, n_ctx=256, kernels=kernels) as model:
+        tokens = model.tokenize(PROMPT)
+        got = model.logits(tokens)
+    want = ReferenceModel(shape, weights, "relu2").logits(tokens)
+    assert rel_l2(got, want) < REL_L2_TOLERANCE
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).mean() >= 0.9

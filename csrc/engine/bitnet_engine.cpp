@@ -70,6 +70,37 @@ void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   }
 }
 
+// The Q6_K head: each thread quantizes the tokens' activations per 256 values itself (a few
+// microseconds; no node and barrier of its own), then takes chunks of rows from a shared counter
+// and runs every token against a chunk while it is in cache.
+void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
+  auto* op = static_cast<HeadOpState*>(userdata);
+  const ggml_tensor* w = dst->src[0];
+  const ggml_tensor* x = dst->src[1];
+  const int64_t k = w->ne[0], rows = w->ne[1], n = x->ne[1], blocks = k / kernels::kQ6KBlock;
+  static thread_local std::vector<kernels::Q8Block> xq_storage;
+  std::vector<kernels::Q8Block>& xq = xq_storage;
+  xq.resize(static_cast<size_t>(n * blocks));
+  for (int64_t t = 0; t < n; ++t) {
+    kernels::quantize_row_q8(reinterpret_cast<const float*>(static_cast<const char*>(x->data) + t * x->nb[1]), k,
+                             xq.data() + t * blocks);
+  }
+  auto* y = static_cast<float*>(dst->data);
+  const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
+  constexpr int64_t kChunk = 64;  // rows: 134 KiB of the 2B-4T head, in L2 while the tokens pass
+  (void)ith;
+  (void)nth;
+  for (;;) {
+    const int64_t r0 = op->next_row.fetch_add(kChunk, std::memory_order_relaxed);
+    if (r0 >= rows) break;
+    const int64_t nr = std::min(kChunk, rows - r0);
+    for (int64_t t = 0; t < n; ++t) {
+      op->dot(static_cast<const uint8_t*>(w->data) + r0 * w->nb[1], static_cast<int64_t>(w->nb[1]), nr,
+              xq.data() + t * blocks, blocks, y + t * y_stride + r0);
+    }
+  }
+}
+
 }  // namespace
 
 bool is_bitnet_arch(const std::string& arch) {
@@ -249,6 +280,10 @@ void BitNetEngine::choose_kernels() {
     }
   }
   if (own_kernel_.empty()) kernel_impl_ = nullptr;
+  // The head too, when it is Q6_K and the CPU has our kernel for it (AVX2).
+  if (kernel_impl_ != nullptr && output_->type == GGML_TYPE_Q6_K && output_->ne[0] % kernels::kQ6KBlock == 0) {
+    head_.dot = kernels::q6k_dot_avx2();
+  }
   op_states_ = std::vector<TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
 }
 
@@ -327,6 +362,15 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
                         state);
 }
 
+ggml_tensor* BitNetEngine::head(ggml_context* ctx, ggml_tensor* x) {
+  if (head_.dot == nullptr) return ggml_mul_mat(ctx, output_, x);
+  if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
+  head_.next_row.store(0, std::memory_order_relaxed);  // one head per graph; it runs after it is built
+  ggml_tensor* args[] = {output_, x};
+  return ggml_custom_4d(ctx, GGML_TYPE_F32, output_->ne[1], x->ne[1], 1, 1, args, 2, &head_op, GGML_N_TASKS_MAX,
+                        &head_);
+}
+
 ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits,
                                        GraphInputs* in) {
   n_op_states_ = 0;
@@ -397,7 +441,7 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
     ggml_tensor* ffn_q = nullptr;
     x = ggml_add(ctx, x, matmul(ctx, l.ffn_down, ffn, &ffn_q));
   }
-  in->logits = ggml_mul_mat(ctx, output_, norm(x, output_norm_));
+  in->logits = head(ctx, norm(x, output_norm_));
   ggml_set_output(in->logits);
   ggml_build_forward_expand(gf, in->logits);
   return gf;

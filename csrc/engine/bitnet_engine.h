@@ -11,6 +11,7 @@
 #include "engine/engine.h"
 #include "ggml-cpp.h"
 #include "gguf_file.h"
+#include "kernels/kquant.h"
 #include "kernels/ternary.h"
 
 namespace bitnet::engine {
@@ -56,6 +57,12 @@ struct TernaryOpState {
   std::atomic<int64_t> next_row{0};
   TernaryOpState() = default;
   TernaryOpState(TernaryOpState&&) noexcept {}  // only ever moved while empty (vector sizing)
+};
+
+// The output head on our Q6_K kernel: the dot product and the next row a thread takes.
+struct HeadOpState {
+  kernels::Q6KDotFn dot = nullptr;
+  std::atomic<int64_t> next_row{0};
 };
 
 // True for the architectures BitNetEngine runs.
@@ -112,6 +119,8 @@ class BitNetEngine final : public Engine {
   // w x for a ternary weight: our kernels on activations quantized once (`xq`, built on first
   // use and shared by the matmuls that read the same x), or ggml_mul_mat.
   ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor** xq);
+  // The logits: output_ x, on our Q6_K kernel when choose_kernels() took the head, else ggml.
+  ggml_tensor* head(ggml_context* ctx, ggml_tensor* x);
   ggml_cgraph* build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits, GraphInputs* in);
   bool decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits);
 
@@ -138,6 +147,7 @@ class BitNetEngine final : public Engine {
   // Weights our kernels take; shared with the other engines of this process on the same file.
   std::unordered_map<const ggml_tensor*, std::shared_ptr<const PackedWeight>> own_kernel_;
   int n_ternary_ = 0;                                  // ternary weights in the model
+  HeadOpState head_;                                   // head_.dot null: ggml runs the head
   std::vector<TernaryOpState> op_states_;              // reset by each build_graph
   size_t n_op_states_ = 0;
 };

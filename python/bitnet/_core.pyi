@@ -110,6 +110,12 @@ def ternary_gemm(
     kernel: str,
     batch_path: Literal["auto", "packed", "unpacked"] = "auto",
 ) -> npt.NDArray[np.float32]: ...
+def q6k_matmul(
+    weights: npt.NDArray[np.uint8],
+    k: int,
+    x: npt.NDArray[np.float32],
+    kernel: Literal["scalar", "avx2"],
+) -> npt.NDArray[np.float32]: ...
 
 class GgmlTernaryMatmul:
     def __init__(self, weights: npt.NDArray[np.uint8], k: int) -> None: ...

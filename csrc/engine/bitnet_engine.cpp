@@ -1,5 +1,6 @@
 #include "engine/bitnet_engine.h"
 
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -95,7 +96,7 @@ void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     if (r0 >= rows) break;
     const int64_t nr = std::min(kChunk, rows - r0);
     for (int64_t t = 0; t < n; ++t) {
-      op->dot(static_cast<const uint8_t*>(w->data) + r0 * w->nb[1], static_cast<int64_t>(w->nb[1]), nr,
+      op->dot(op->data + r0 * w->nb[1], static_cast<int64_t>(w->nb[1]), nr,
               xq.data() + t * blocks, blocks, y + t * y_stride + r0);
     }
   }
@@ -262,75 +263,112 @@ void BitNetEngine::choose_kernels() {
   n_ternary_ = static_cast<int>(ternary.size());
   if (choice == "ggml" || (choice == "auto" && !fast)) return;
   kernel_impl_ = &best;
-  // The file's identity: engines of this process on the same, unchanged file share the repacked
-  // weights (Supervisor slots, server --parallel) instead of holding a copy each.
-  struct stat st {};
-  std::string file_key;
-  if (::stat(path_.c_str(), &st) == 0) {
-    file_key = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-               std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":";
-  }
+  // TQ1_0 (base-3 packing) and TQ2_0 rows with several block scales stay with ggml; kernels()
+  // says so and Python warns.
+  std::vector<ggml_tensor*> candidates;
   for (ggml_tensor* t : ternary) {
-    // TQ1_0 (base-3 packing) and TQ2_0 rows with several block scales stay with ggml; kernels()
-    // says so and Python warns.
-    if (t->type != GGML_TYPE_TQ2_0 || t->ne[0] % kernels::kTq2Block != 0) continue;
-    if (std::shared_ptr<const PackedWeight> packed = packed_weight(file_key, t)) {
-      file_->release(static_cast<const uint8_t*>(t->data), ggml_nbytes(t));  // nothing reads them again
-      own_kernel_.emplace(t, std::move(packed));
-    }
+    if (t->type == GGML_TYPE_TQ2_0 && t->ne[0] % kernels::kTq2Block == 0) candidates.push_back(t);
+  }
+  // The head too, when it is Q6_K and the CPU has our kernel for it (AVX2); a copy of it goes
+  // into the huge-page arena with the ternary weights.
+  const bool own_head = output_->type == GGML_TYPE_Q6_K && output_->ne[0] % kernels::kQ6KBlock == 0 &&
+                        kernels::q6k_dot_avx2() != nullptr;
+  if (!candidates.empty()) packed_ = packed_weights(candidates, own_head ? output_ : nullptr);
+  for (ggml_tensor* t : candidates) {
+    auto it = packed_->by_offset.find(static_cast<size_t>(static_cast<const uint8_t*>(t->data) - file_->data()));
+    if (it == packed_->by_offset.end()) continue;
+    own_kernel_.emplace(t, &it->second.matrix);
+    file_->release(static_cast<const uint8_t*>(t->data), ggml_nbytes(t));  // nothing reads them again
   }
   if (own_kernel_.empty()) kernel_impl_ = nullptr;
-  // The head too, when it is Q6_K and the CPU has our kernel for it (AVX2).
-  if (kernel_impl_ != nullptr && output_->type == GGML_TYPE_Q6_K && output_->ne[0] % kernels::kQ6KBlock == 0) {
+  if (kernel_impl_ != nullptr && packed_ != nullptr && packed_->head != nullptr) {
     head_.dot = kernels::q6k_dot_avx2();
+    head_.data = packed_->head;
+    file_->release(static_cast<const uint8_t*>(output_->data), ggml_nbytes(output_));  // re-read if get_rows needs it
   }
   op_states_ = std::vector<TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
 }
 
-std::shared_ptr<const PackedWeight> BitNetEngine::packed_weight(const std::string& file_key, const ggml_tensor* t) {
+std::shared_ptr<const PackedWeights> BitNetEngine::packed_weights(const std::vector<ggml_tensor*>& tensors,
+                                                                  const ggml_tensor* head) {
+  // The file's identity: engines of this process on the same, unchanged file (Supervisor slots,
+  // server --parallel) share one copy instead of holding one each.
+  std::string key;
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0) {
+    key = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
+          std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + (head ? ":head" : "");
+  }
   static std::mutex mutex;  // held while repacking: a second engine on the file waits, then shares
-  static std::map<std::string, std::weak_ptr<const PackedWeight>> cache;
-  const std::string key = file_key.empty() ? std::string() : file_key + std::to_string(
-      static_cast<const uint8_t*>(t->data) - file_->data());
+  static std::map<std::string, std::weak_ptr<const PackedWeights>> cache;
   std::lock_guard<std::mutex> lock(mutex);
   if (!key.empty()) {
     auto it = cache.find(key);
     if (it != cache.end()) {
-      if (std::shared_ptr<const PackedWeight> hit = it->second.lock()) return hit;
+      if (std::shared_ptr<const PackedWeights> hit = it->second.lock()) return hit;
       cache.erase(it);
     }
   }
-  auto packed = std::make_shared<PackedWeight>();
-  if (!repack(t, packed.get())) return nullptr;
-  if (!key.empty()) cache[key] = packed;
-  return packed;
-}
 
-bool BitNetEngine::repack(const ggml_tensor* t, PackedWeight* out) {
-  const int64_t rows = t->ne[1], k = t->ne[0], row_bytes = k / 4;
-  const auto* src = static_cast<const uint8_t*>(t->data);
-  const kernels::TernaryMatrix tq2{kernels::Layout::kTQ2, src, rows, k, static_cast<int64_t>(t->nb[1]), 0.0f};
-  out->codes.reset(static_cast<uint8_t*>(std::aligned_alloc(64, (rows * row_bytes + 63) / 64 * 64)));
-  if (!out->codes) throw EngineError("out of memory repacking '" + std::string(ggml_get_name(t)) + "' for our kernels");
-  out->scales.resize(static_cast<size_t>(rows));
-  std::atomic<bool> one_scale{true};
-  constexpr int64_t kRowsPerTask = 256;
-  const int n_tasks = static_cast<int>((rows + kRowsPerTask - 1) / kRowsPerTask);
-  kernels::ThreadPool::instance().run(n_tasks, config_.n_threads, [&](int task) {
-    const int64_t blocks = k / kernels::kTq2Block;
-    for (int64_t r = task * kRowsPerTask; r < std::min(rows, (task + 1) * kRowsPerTask); ++r) {
-      const uint8_t* row = src + r * tq2.stride;
-      for (int64_t b = 1; b < blocks; ++b) {
-        if (std::memcmp(row + 64, row + b * kernels::kTq2BlockBytes + 64, 2) != 0) one_scale = false;
+  auto out = std::make_shared<PackedWeights>();
+  std::vector<size_t> at;  // each tensor's place in the arena
+  size_t total = 0;
+  for (const ggml_tensor* t : tensors) {
+    at.push_back(total);
+    total += (static_cast<size_t>(t->ne[1] * t->ne[0] / 4) + 63) / 64 * 64;
+  }
+  const size_t head_at = total;
+  if (head != nullptr) total += ggml_nbytes(head);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  const size_t arena_bytes = (total + kHugePage - 1) / kHugePage * kHugePage;
+  out->arena.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, arena_bytes)));
+  if (!out->arena) {
+    throw EngineError("out of memory: our kernels need " + std::to_string(arena_bytes >> 20) +
+                      " MiB for the repacked ternary weights (kernels='ggml' runs without)");
+  }
+#ifdef MADV_HUGEPAGE
+  ::madvise(out->arena.get(), arena_bytes, MADV_HUGEPAGE);  // advice: without it, 4 KiB pages
+#endif
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const ggml_tensor* t = tensors[i];
+    const int64_t rows = t->ne[1], k = t->ne[0], row_bytes = k / 4;
+    const auto* src = static_cast<const uint8_t*>(t->data);
+    const kernels::TernaryMatrix tq2{kernels::Layout::kTQ2, src, rows, k, static_cast<int64_t>(t->nb[1]), 0.0f};
+    uint8_t* codes = out->arena.get() + at[i];
+    PackedWeights::Matrix m;
+    m.scales.resize(static_cast<size_t>(rows));
+    std::atomic<bool> one_scale{true};
+    constexpr int64_t kRowsPerTask = 256;
+    const int n_tasks = static_cast<int>((rows + kRowsPerTask - 1) / kRowsPerTask);
+    kernels::ThreadPool::instance().run(n_tasks, config_.n_threads, [&](int task) {
+      const int64_t blocks = k / kernels::kTq2Block;
+      for (int64_t r = task * kRowsPerTask; r < std::min(rows, (task + 1) * kRowsPerTask); ++r) {
+        const uint8_t* row = src + r * tq2.stride;
+        for (int64_t b = 1; b < blocks; ++b) {
+          if (std::memcmp(row + 64, row + b * kernels::kTq2BlockBytes + 64, 2) != 0) one_scale = false;
+        }
+        kernels::tq2_row_to_i2s(row, k, codes + r * row_bytes);
+        m.scales[r] = kernels::row_scale(tq2, r);
       }
-      kernels::tq2_row_to_i2s(row, k, out->codes.get() + r * row_bytes);
-      out->scales[r] = kernels::row_scale(tq2, r);
-    }
-  });
-  if (!one_scale) return false;
-  out->matrix = kernels::TernaryMatrix{kernels::Layout::kI2S, out->codes.get(), rows, k, row_bytes, 0.0f,
-                                       out->scales.data()};
-  return true;
+    });
+    if (!one_scale) continue;
+    m.matrix = kernels::TernaryMatrix{kernels::Layout::kI2S, codes, rows, k, row_bytes, 0.0f, nullptr};
+    const size_t offset = static_cast<size_t>(src - file_->data());
+    PackedWeights::Matrix& kept = out->by_offset[offset] = std::move(m);
+    kept.matrix.row_scales = kept.scales.data();
+  }
+  if (head != nullptr) {
+    uint8_t* dst = out->arena.get() + head_at;
+    const auto* src = static_cast<const uint8_t*>(head->data);
+    const size_t n = ggml_nbytes(head), per_task = size_t{16} << 20;
+    kernels::ThreadPool::instance().run(static_cast<int>((n + per_task - 1) / per_task), config_.n_threads, [&](int i) {
+      const size_t begin = i * per_task;
+      std::memcpy(dst + begin, src + begin, std::min(per_task, n - begin));
+    });
+    out->head = dst;
+  }
+  if (!key.empty()) cache[key] = out;
+  return out;
 }
 
 std::string BitNetEngine::kernels() const {
@@ -355,7 +393,7 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
   }
   TernaryOpState* state = &op_states_[n_op_states_++];
   state->impl = kernel_impl_;
-  state->w = &own_kernel_.find(w)->second->matrix;
+  state->w = own_kernel_.find(w)->second;
   state->next_row.store(0, std::memory_order_relaxed);  // the graph runs after it is built
   ggml_tensor* args[] = {w, *xq};
   return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ternary_op, GGML_N_TASKS_MAX,

@@ -3,8 +3,9 @@
 For GEMV (one token) and GEMM (--batch tokens) at each thread count, prints the median time,
 GFLOP-equivalent/s (2*rows*k per token), weight GB/s and, for GEMV, the share of the machine's
 read bandwidth (measured here by summing 1 GiB on that many threads: the roofline of a
-memory-bound GEMV). ``bitnet`` runs our kernels on I2_S rows (what BitNetEngine repacks the
-file's TQ2_0 weights into at load: 64-byte aligned, 2.0 bits per weight); ``bit-tq2`` runs them
+memory-bound GEMV; on transparent huge pages where the kernel gives them). ``bitnet`` runs our
+kernels on I2_S rows (what BitNetEngine repacks the file's TQ2_0 weights into at load: 64-byte
+aligned, 2.0 bits per weight, on huge pages); ``bit-tq2`` runs them
 on the TQ2_0 bytes themselves (2.06 bits per weight, blocks straddling cache lines); ggml reads
 the same TQ2_0 bytes through the libggml the engine links, with a persistent thread pool. For
 batches, ``packed`` is our kernel forced to its one-token path (2-bit codes decoded in the inner
@@ -23,6 +24,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # numpy's pool would compete otherwise
 
 import argparse
+import mmap
 import statistics
 import time
 from collections.abc import Callable
@@ -36,14 +38,57 @@ from bitnet._native import _core
 SHAPES = [(2560, 2560), (640, 2560), (6912, 2560), (2560, 6912)]
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, per_call: int = 1) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
+def call(fn: Callable[..., object], *args: object, **kwargs: object) -> Callable[[], float]:
+    """A runner: the seconds of one fn(*args, **kwargs) call."""
+
+    def run() -> float:
         t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) / per_call)
-    return statistics.median(times)
+        fn(*args, **kwargs)
+        return time.perf_counter() - t0
+
+    return run
+
+
+def native_gemv(
+    matrices: list, layout: str, k: int, x: np.ndarray, threads: int
+) -> Callable[[], float]:
+    """A runner: seconds per matrix of one pass of one-token GEMVs over ``matrices``, timed in
+    C++ (PackedTernary data for our kernels, GgmlTernaryMatmul objects for ggml)."""
+    items = matrices if layout == "ggml" else [m.data for m in matrices]
+    return lambda: _core.time_gemv(items, k, layout, 1.0, x, threads, 1)[0]
+
+
+def medians(
+    runs: dict[str, tuple[Callable[[], float], int]], repeats: int, threads: int
+) -> dict[str, float]:
+    """Median seconds per call of each runner (fn returns the seconds of one call), one runner
+    after the other, each after a pause and an untimed run. Taking turns repeat by repeat went
+    wrong: a pool's threads go on polling for a while after its run (ggml's OpenMP threads made
+    our next 2-thread GEMVs up to 5x slower for tens of milliseconds). OpenBLAS gets its threads
+    only for numpy's run: its idle threads spin and had slowed the others by up to 3x."""
+    out = {}
+    for name, (fn, _) in runs.items():
+        with threadpool_limits(threads if name == "numpy" else 1):
+            time.sleep(0.2)
+            fn()
+            out[name] = statistics.median(fn() for _ in range(repeats))
+    return out
+
+
+def huge_page_copies(mats: list[K.PackedTernary]) -> list[K.PackedTernary]:
+    """The matrices copied back to back into one anonymous mapping that asks for transparent
+    huge pages, as BitNetEngine lays out its repacked weights."""
+    sizes = [(m.data.nbytes + 63) // 64 * 64 for m in mats]
+    arena = mmap.mmap(-1, (sum(sizes) + (2 << 20) - 1) // (2 << 20) * (2 << 20))
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        arena.madvise(mmap.MADV_HUGEPAGE)
+    out, offset = [], 0
+    for m, size in zip(mats, sizes, strict=True):
+        view = np.frombuffer(arena, np.uint8, m.data.nbytes, offset).reshape(m.data.shape)
+        view[...] = m.data
+        out.append(K.PackedTernary(view, m.scale, m.shape, m.layout))
+        offset += size
+    return out
 
 
 def packed_path_matmul(packed: K.PackedTernary, x: np.ndarray, threads: int) -> np.ndarray:
@@ -86,43 +131,43 @@ def main() -> None:
             K.PackedTernary(packed.data.copy(), packed.scale, packed.shape, "tq2_0")
             for _ in range(copies - 1)
         ]
-        i2s = [K.convert_layout(m, "i2_s") for m in mats]
+        i2s = huge_page_copies([K.convert_layout(m, "i2_s") for m in mats])
         ggml = [_core.GgmlTernaryMatmul(m.data, k) for m in mats]
         dense = K.dequantize(packed)
         for n in (1, args.batch):
             x = rng.standard_normal((n, k)).astype(np.float32)
-            per_call = len(mats) if n == 1 else 1
             for threads in args.threads:
-                runs: dict[str, tuple[Callable[[], object], int]] = {
-                    "bitnet": (
-                        lambda x=x, t=threads, ms=i2s[:per_call]: [
-                            K.matmul(m, x, n_threads=t) for m in ms
-                        ],
-                        i2s[0].data.nbytes,
-                    ),
-                    "bit-tq2": (
-                        lambda x=x, t=threads, ms=mats[:per_call]: [
-                            K.matmul(m, x, n_threads=t) for m in ms
-                        ],
-                        packed.data.nbytes,
-                    ),
-                    "ggml": (
-                        lambda x=x, t=threads, gs=ggml[:per_call]: [g.run(x, t) for g in gs],
-                        packed.data.nbytes,
-                    ),
-                }
-                if n > 1:
-                    runs["packed"] = (
-                        lambda x=x, t=threads, p=i2s[0]: packed_path_matmul(p, x, t),
-                        i2s[0].data.nbytes,
-                    )
-                runs["numpy"] = (lambda x=x, d=dense: x @ d.T, dense.nbytes)
-                for name, (fn, nbytes) in runs.items():
-                    calls = per_call if name != "numpy" else 1
-                    # OpenBLAS gets its threads only for its own run: its idle threads spin and
-                    # slowed the other runners' 2-thread GEMVs by up to 3x.
-                    with threadpool_limits(threads if name == "numpy" else 1):
-                        s = median_seconds(fn, args.repeats, calls)
+                if n == 1:
+                    # Timed natively over all the copies: Python's ~10-20 us per call would
+                    # otherwise be most of a small GEMV (the engine has no such overhead).
+                    runs = {
+                        "bitnet": (native_gemv(i2s, "i2_s", k, x[0], threads), i2s[0].data.nbytes),
+                        "bit-tq2": (
+                            native_gemv(mats, "tq2_0", k, x[0], threads),
+                            packed.data.nbytes,
+                        ),
+                        "ggml": (native_gemv(ggml, "ggml", k, x[0], threads), packed.data.nbytes),
+                    }
+                else:
+                    runs = {
+                        "bitnet": (
+                            call(K.matmul, i2s[0], x, n_threads=threads),
+                            i2s[0].data.nbytes,
+                        ),
+                        "bit-tq2": (
+                            call(K.matmul, mats[0], x, n_threads=threads),
+                            packed.data.nbytes,
+                        ),
+                        "ggml": (call(ggml[0].run, x, threads), packed.data.nbytes),
+                        "packed": (
+                            call(packed_path_matmul, i2s[0], x, threads),
+                            i2s[0].data.nbytes,
+                        ),
+                    }
+                runs["numpy"] = (call(np.matmul, x, dense.T), dense.nbytes)
+                seconds = medians(runs, args.repeats, threads)
+                for name, (_, nbytes) in runs.items():
+                    s = seconds[name]
                     gbs = nbytes / s / 1e9
                     roof = f"{100 * gbs / roofline[threads]:>5.0f}%" if n == 1 else ""
                     print(

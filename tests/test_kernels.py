@@ -321,3 +321,24 @@ def test_q6k_head_kernel_validation():
         _core.q6k_matmul(w, 256, np.zeros((1, 512), np.float32), "scalar")
     with pytest.raises(ValueError, match="kernel must be"):
         _core.q6k_matmul(w, 256, np.zeros((1, 256), np.float32), "neon")
+
+
+def test_native_gemv_timer_for_the_benchmark():
+    """bench_kernels.py's C++ timing loop: one time per pass for each runner, inputs checked."""
+    rng = np.random.default_rng(1)
+    packed = K.quantize_weights(rng.standard_normal((64, 512)).astype(np.float32), layout="tq2_0")
+    x = rng.standard_normal(512).astype(np.float32)
+    i2s = K.convert_layout(packed, "i2_s")
+    for items, layout in (
+        ([packed.data, packed.data], "tq2_0"),
+        ([i2s.data], "i2_s"),
+        ([_core.GgmlTernaryMatmul(packed.data, 512)], "ggml"),
+    ):
+        times = _core.time_gemv(items, 512, layout, 1.0, x, 2, 3)
+        assert len(times) == 3 and all(t > 0 for t in times)
+    with pytest.raises(ValueError, match=r"\(rows, 128\)"):
+        _core.time_gemv([packed.data], 512, "i2_s", 1.0, x, 1, 1)
+    with pytest.raises(ValueError, match="x must be"):
+        _core.time_gemv([i2s.data], 512, "i2_s", 1.0, x[:256], 1, 1)
+    with pytest.raises(ValueError, match="repeats >= 1"):
+        _core.time_gemv([i2s.data], 512, "i2_s", 1.0, x, 1, 0)

@@ -280,8 +280,11 @@ void BitNetEngine::choose_kernels() {
     own_kernel_.emplace(t, &it->second.matrix);
     file_->release(static_cast<const uint8_t*>(t->data), ggml_nbytes(t));  // nothing reads them again
   }
-  if (own_kernel_.empty()) kernel_impl_ = nullptr;
-  if (kernel_impl_ != nullptr && packed_ != nullptr && packed_->head != nullptr) {
+  if (own_kernel_.empty()) {
+    kernel_impl_ = nullptr;
+    packed_.reset();
+  }
+  if (kernel_impl_ != nullptr && packed_->head != nullptr) {
     head_.dot = kernels::q6k_dot_avx2();
     head_.data = packed_->head;
     file_->release(static_cast<const uint8_t*>(output_->data), ggml_nbytes(output_));  // re-read if get_rows needs it

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -305,11 +306,14 @@ std::shared_ptr<const PackedWeights> BitNetEngine::packed_weights(const std::vec
   static std::mutex mutex;  // held while repacking: a second engine on the file waits, then shares
   static std::map<std::string, std::weak_ptr<const PackedWeights>> cache;
   std::lock_guard<std::mutex> lock(mutex);
+  for (auto it = cache.begin(); it != cache.end();) {  // forget the files no engine holds any more
+    it = it->second.expired() ? cache.erase(it) : std::next(it);
+  }
   if (!key.empty()) {
     auto it = cache.find(key);
+    // lock() can still come back empty: engines are destroyed without this mutex.
     if (it != cache.end()) {
       if (std::shared_ptr<const PackedWeights> hit = it->second.lock()) return hit;
-      cache.erase(it);
     }
   }
 

@@ -9,30 +9,10 @@
 #define BITNET_X86 1
 #endif
 
+#include "kernels/fp16.h"
 #include "kernels/ternary.h"
 
 namespace bitnet::kernels {
-
-namespace {
-
-float half_to_float(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, sizeof h);
-  // Every value exactly. Subnormal scales are common: a head of small weights has d below
-  // 2^-14 (flushing them to zero zeroed half the logits of a test model).
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  const uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  if (exp == 0) {
-    const float f = static_cast<float>(mant) * 5.9604644775390625e-8f;  // mant * 2^-24
-    return sign ? -f : f;
-  }
-  const uint32_t bits = sign | (exp == 0x1f ? 0x7f800000u | (mant << 13) : ((exp + 112) << 23) | (mant << 13));
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
-
-}  // namespace
 
 void quantize_row_q8(const float* x, int64_t k, Q8Block* out) {
   for (int64_t b = 0; b < k / kQ6KBlock; ++b) {
@@ -73,7 +53,7 @@ void q6k_dot_scalar(const uint8_t* w, int64_t w_stride, int64_t n_rows, const Q8
           }
         }
       }
-      total += half_to_float(blk + 208) * x[b].d * static_cast<float>(sum);
+      total += fp16_to_fp32(blk + 208) * x[b].d * static_cast<float>(sum);
     }
     out[r] = total;
   }
@@ -143,7 +123,7 @@ __attribute__((target("avx2"))) void q6k_dot_avx2_impl(const uint8_t* w, int64_t
                                              _mm256_madd_epi16(p3, _mm256_shuffle_epi8(sh, c3)));
         acc = _mm256_add_epi32(acc, _mm256_add_epi32(s01, s23));
       }
-      const float d = half_to_float(blk + 208) * x[b].d;
+      const float d = fp16_to_fp32(blk + 208) * x[b].d;
       accf = _mm256_add_ps(accf, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc)));
     }
     out[r] = hsum_ps(accf);

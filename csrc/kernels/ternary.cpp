@@ -1,5 +1,6 @@
 #include "kernels/ternary.h"
 
+#include "kernels/fp16.h"
 #include "kernels/layout.h"
 #include "kernels/thread_pool.h"
 
@@ -27,30 +28,6 @@
 namespace bitnet::kernels {
 
 namespace {
-
-float fp16_to_fp32(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {  // subnormal: normalise
-    exp = 113;
-    while ((mant & 0x400) == 0) {
-      mant <<= 1;
-      --exp;
-    }
-    bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
 
 // ---- scalar reference -------------------------------------------------------------------
 
@@ -148,6 +125,16 @@ __attribute__((target("avx2"))) inline int32_t hsum_avx2(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
+// The totals of eight vectors of 8 int32 lanes, in order: one horizontal-add tree.
+__attribute__((target("avx2"), always_inline)) inline __m256i hsum8_avx2(__m256i v0, __m256i v1, __m256i v2,
+                                                                       __m256i v3, __m256i v4, __m256i v5,
+                                                                       __m256i v6, __m256i v7) {
+  const __m256i lo = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+  const __m256i hi = _mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7));
+  // lo = the totals of v0-v3 from the low 128-bit halves | from the high halves; hi for v4-v7.
+  return _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+}
+
 // Bytes from one pair of groups (256 weights) of a row to the next: a TQ2_0 block, or two I2_S
 // groups. Within a pair, the second group starts 32 bytes after the first in both layouts.
 template <Layout L>
@@ -184,20 +171,6 @@ __attribute__((target("avx2"), always_inline)) inline void avx2_group(const uint
 // 660 bytes ahead 17.4 GB/s, two sums with 4 KiB ahead 20.3 GB/s, plain 32-byte loads 23.4.
 constexpr int64_t kGemvPrefetchBytes = 4096;
 
-// a += the 4 planes of one group of codes c times activations xg (16-bit sums).
-template <Layout L>
-__attribute__((target("avx2"), always_inline)) inline void avx2_gemv_group(__m256i c, const int8_t* xg,
-                                                                         __m256i& a) {
-  const __m256i mask = _mm256_set1_epi8(3);
-#pragma GCC unroll 4
-  for (int p = 0; p < 4; ++p) {
-    const __m256i wv = _mm256_and_si256(_mm256_srli_epi16(c, plane_shift<L>(p)), mask);
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 32 * p));
-    a = _mm256_add_epi16(a, _mm256_maddubs_epi16(wv, xv));
-    asm("" : "+x"(a));
-  }
-}
-
 // The 8 int32 lanes of one row's sums (not yet added together).
 template <Layout L>
 __attribute__((target("avx2"), always_inline)) inline __m256i avx2_gemv_lanes(const uint8_t* w, const int8_t* x,
@@ -208,25 +181,25 @@ __attribute__((target("avx2"), always_inline)) inline __m256i avx2_gemv_lanes(co
   __m256i acc = _mm256_setzero_si256();
   for (int64_t p0 = 0; p0 < n_pairs; p0 += 4) {  // 16-bit sums of 4 pairs, then widen
     const int64_t p1 = std::min<int64_t>(n_pairs, p0 + 4);
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+    __m256i a0[1][1] = {{_mm256_setzero_si256()}}, a1[1][1] = {{_mm256_setzero_si256()}};
     for (int64_t pair = p0; pair < p1; ++pair) {
-      const uint8_t* b = w + pair * stride;
-      _mm_prefetch(reinterpret_cast<const char*>(b) + kGemvPrefetchBytes, _MM_HINT_T0);
+      const char* b = reinterpret_cast<const char*>(w + pair * stride);
+      _mm_prefetch(b + kGemvPrefetchBytes, _MM_HINT_T0);
       if constexpr (L == Layout::kTQ2) {  // a 66-byte block can span 3 lines
-        _mm_prefetch(reinterpret_cast<const char*>(b) + kGemvPrefetchBytes + 63, _MM_HINT_T0);
+        _mm_prefetch(b + kGemvPrefetchBytes + 63, _MM_HINT_T0);
       }
-      const __m256i c0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b));
-      const __m256i c1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 32));
-      avx2_gemv_group<L>(c0, x + pair * 2 * kGroup, a0);
-      avx2_gemv_group<L>(c1, x + pair * 2 * kGroup + kGroup, a1);
+      const int8_t* xg[1] = {x + pair * 2 * kGroup};
+      avx2_group<L, 1, 1>(&w, pair * stride, xg, a0);
+      xg[0] += kGroup;
+      avx2_group<L, 1, 1>(&w, pair * stride + 32, xg, a1);
     }
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16(a0, a1), ones));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_add_epi16(a0[0][0], a1[0][0]), ones));
   }
   if (n_groups & 1) {  // I2_S rows of an odd number of groups
-    __m256i a0 = _mm256_setzero_si256();
-    avx2_gemv_group<L>(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + n_pairs * stride)),
-                       x + (n_groups - 1) * kGroup, a0);
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a0, ones));
+    __m256i a0[1][1] = {{_mm256_setzero_si256()}};
+    const int8_t* xg[1] = {x + (n_groups - 1) * kGroup};
+    avx2_group<L, 1, 1>(&w, n_pairs * stride, xg, a0);
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a0[0][0], ones));
   }
   return acc;
 }
@@ -240,12 +213,7 @@ __attribute__((target("avx2"))) void avx2_gemv(Layout, const uint8_t* w, int64_t
   for (; r + 8 <= n_rows; r += 8) {
     __m256i v[8];
     for (int i = 0; i < 8; ++i) v[i] = avx2_gemv_lanes<L>(w + (r + i) * ws, x, k);
-    const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
-    const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
-    const __m256i lo = _mm256_hadd_epi32(h01, h23), hi = _mm256_hadd_epi32(h45, h67);
-    // lo = rows 0-3 (low lanes) | rows 0-3 (high lanes), hi the same for rows 4-7.
-    const __m256i sums =
-        _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+    const __m256i sums = hsum8_avx2(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r), sums);
   }
   for (; r < n_rows; ++r) out[r] = hsum_avx2(avx2_gemv_lanes<L>(w + r * ws, x, k));
@@ -380,13 +348,9 @@ __attribute__((target("avx2"))) void unpacked_avx2<4, 2>(const uint8_t* c, int64
   }
   // Widen to 32 bits and reduce the 8 sums into one vector: rows 0-3 of token 0, then of token 1.
   const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i h0 = _mm256_hadd_epi32(_mm256_madd_epi16(a00, ones), _mm256_madd_epi16(a10, ones));
-  const __m256i h1 = _mm256_hadd_epi32(_mm256_madd_epi16(a20, ones), _mm256_madd_epi16(a30, ones));
-  const __m256i h2 = _mm256_hadd_epi32(_mm256_madd_epi16(a01, ones), _mm256_madd_epi16(a11, ones));
-  const __m256i h3 = _mm256_hadd_epi32(_mm256_madd_epi16(a21, ones), _mm256_madd_epi16(a31, ones));
-  const __m256i lo = _mm256_hadd_epi32(h0, h1), hi = _mm256_hadd_epi32(h2, h3);
+  auto wide = [&ones](__m256i a) __attribute__((target("avx2"))) { return _mm256_madd_epi16(a, ones); };
   const __m256i sums =
-      _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20), _mm256_permute2x128_si256(lo, hi, 0x31));
+      hsum8_avx2(wide(a00), wide(a10), wide(a20), wide(a30), wide(a01), wide(a11), wide(a21), wide(a31));
   __m128i* t0 = reinterpret_cast<__m128i*>(acc);
   __m128i* t1 = reinterpret_cast<__m128i*>(acc + acc_stride);
   _mm_storeu_si128(t0, _mm_add_epi32(_mm_loadu_si128(t0), _mm256_castsi256_si128(sums)));
@@ -660,9 +624,7 @@ float quantize_row(const float* x, int64_t k, int8_t* q, int32_t* sum) {
 float row_scale(const TernaryMatrix& w, int64_t row) {
   if (w.row_scales != nullptr) return w.row_scales[row];
   if (w.layout == Layout::kI2S) return w.scale;
-  uint16_t d;
-  std::memcpy(&d, w.data + row * w.stride + 64, sizeof d);
-  return fp16_to_fp32(d);
+  return fp16_to_fp32(w.data + row * w.stride + 64);
 }
 
 void unpack_codes(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst) {

@@ -6,19 +6,13 @@
 #include <string>
 
 #include "gguf_file.h"
+#include "py_convert.h"
 
 namespace py = pybind11;
 
 namespace bitnet {
 
 namespace {
-
-// Strings in GGUF files are meant to be UTF-8; a damaged one must not make the whole read fail.
-py::str decode(const char* data, size_t size) {
-  PyObject* s = PyUnicode_DecodeUTF8(data, static_cast<Py_ssize_t>(size), "replace");
-  if (s == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::str>(s);
-}
 
 py::object scalar(const gguf_context* ctx, int64_t id, gguf_type type) {
   switch (type) {
@@ -35,7 +29,7 @@ py::object scalar(const gguf_context* ctx, int64_t id, gguf_type type) {
     case GGUF_TYPE_BOOL: return py::bool_(gguf_get_val_bool(ctx, id));
     case GGUF_TYPE_STRING: {
       const char* s = gguf_get_val_str(ctx, id);
-      return decode(s, std::char_traits<char>::length(s));
+      return pyconv::decode_utf8(s, std::char_traits<char>::length(s));
     }
     default: return py::none();
   }
@@ -56,7 +50,7 @@ py::object array(const gguf_context* ctx, int64_t id) {
     py::list out(n);
     for (size_t i = 0; i < n; ++i) {
       const char* s = gguf_get_arr_str(ctx, id, i);
-      out[i] = decode(s, std::char_traits<char>::length(s));
+      out[i] = pyconv::decode_utf8(s, std::char_traits<char>::length(s));
     }
     return std::move(out);
   }
@@ -121,7 +115,8 @@ void register_gguf(py::module_& m) {
 
   m.def(
       "read_metadata",
-      [](const std::string& path) {
+      [](py::handle path_value) {
+        const std::string path = pyconv::path_arg(path_value);
         gguf_context_ptr ctx;
         {
           py::gil_scoped_release release;  // file parsing touches no Python object
@@ -131,7 +126,8 @@ void register_gguf(py::module_& m) {
         const int64_t n = gguf_get_n_kv(ctx.get());
         for (int64_t id = 0; id < n; ++id) {
           const gguf_type type = gguf_get_kv_type(ctx.get(), id);
-          out[py::str(gguf_get_key(ctx.get(), id))] =
+          const char* key = gguf_get_key(ctx.get(), id);
+          out[pyconv::decode_utf8(key, std::char_traits<char>::length(key))] =
               type == GGUF_TYPE_ARRAY ? array(ctx.get(), id) : scalar(ctx.get(), id, type);
         }
         return out;
@@ -140,7 +136,8 @@ void register_gguf(py::module_& m) {
 
   m.def(
       "read_tensor_info",
-      [](const std::string& path) {
+      [](py::handle path_value) {
+        const std::string path = pyconv::path_arg(path_value);
         ggml_context* tensors = nullptr;
         gguf_context_ptr ctx;
         {
@@ -155,7 +152,7 @@ void register_gguf(py::module_& m) {
           py::list shape;
           for (int d = 0; d < ggml_n_dims(t); ++d) shape.append(t->ne[d]);
           py::dict info;
-          info["name"] = ggml_get_name(t);
+          info["name"] = pyconv::decode_utf8(ggml_get_name(t), std::char_traits<char>::length(ggml_get_name(t)));
           info["type"] = ggml_type_name(t->type);
           info["shape"] = shape;
           info["offset"] = data_offset + gguf_get_tensor_offset(ctx.get(), i);

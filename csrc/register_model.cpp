@@ -7,9 +7,11 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <limits>
 
 #include "errors.h"
 #include "model/model.h"
+#include "py_convert.h"
 
 namespace py = pybind11;
 
@@ -19,6 +21,10 @@ namespace {
 
 using model::Generator;
 using model::Model;
+
+// Limits of what the engines can size (positions and threads are ints in llama.cpp's API).
+constexpr int64_t kMaxContext = int64_t{1} << 24;
+constexpr int64_t kMaxThreads = 1024;
 
 py::object python_error_class(const char* name) { return py::module_::import("bitnet.errors").attr(name); }
 
@@ -60,12 +66,22 @@ void translate_errors(std::exception_ptr p) {
   try {
     if (p) std::rethrow_exception(p);
   } catch (const ModelLoadError& e) {
-    py::set_error(python_error_class("ModelLoadError"), e.what());
+    pyconv::set_error(python_error_class("ModelLoadError"), e.what());
   } catch (const InvalidArgument& e) {
-    py::set_error(PyExc_ValueError, e.what());
+    pyconv::set_error(PyExc_ValueError, e.what());
   } catch (const EngineError& e) {
-    py::set_error(python_error_class("EngineError"), e.what());
+    pyconv::set_error(python_error_class("EngineError"), e.what());
   }
+}
+
+std::string choice_arg(py::handle value, const char* name, std::initializer_list<const char*> choices) {
+  const std::string v = pyconv::utf8_arg(value, name);
+  std::string allowed;
+  for (const char* c : choices) {
+    if (v == c) return v;
+    allowed += (allowed.empty() ? "'" : ", '") + std::string(c) + "'";
+  }
+  throw py::value_error(std::string(name) + " must be one of " + allowed + ", not '" + v + "'");
 }
 
 }  // namespace
@@ -125,86 +141,120 @@ void register_model(py::module_& m) {
       .def_property_readonly("generation_ms", [](const Generator& g) { return g.stats().generation_ms; })
       .def_property_readonly("n_generation_decodes", [](const Generator& g) { return g.stats().n_generation_decodes; });
 
-  py::class_<Model>(m, "Model", "A loaded GGUF model: engine, KV cache and vocabulary.")
-      .def(py::init([](const std::string& path, const std::string& engine, int n_ctx, int n_batch, int n_threads,
-                       int n_threads_batch, bool use_mmap, const std::string& kernels) {
+  py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded GGUF model: engine, KV cache and vocabulary.")
+      .def(py::init([](py::handle path, py::handle engine, py::handle n_ctx, py::handle n_batch, py::handle n_threads,
+                       py::handle n_threads_batch, py::handle use_mmap, py::handle kernels) {
              model::ModelOptions options;
-             options.engine = engine;
-             options.config.n_ctx = n_ctx;
-             options.config.n_batch = n_batch;
-             options.config.n_threads = n_threads;
-             options.config.n_threads_batch = n_threads_batch;
-             options.config.use_mmap = use_mmap;
-             options.config.kernels = kernels;
-             return std::make_unique<Model>(path, options);
+             const std::string file = pyconv::path_arg(path);
+             options.engine = choice_arg(engine, "engine", {"auto", "bitnet", "llama"});
+             options.config.n_ctx = static_cast<int>(pyconv::int_arg(n_ctx, "n_ctx", 1, kMaxContext));
+             options.config.n_batch = static_cast<int>(pyconv::int_arg(n_batch, "n_batch", 1, kMaxContext));
+             options.config.n_threads = static_cast<int>(pyconv::int_arg(n_threads, "n_threads", 1, kMaxThreads));
+             options.config.n_threads_batch =
+                 static_cast<int>(pyconv::int_arg(n_threads_batch, "n_threads_batch", 1, kMaxThreads));
+             options.config.use_mmap = pyconv::bool_arg(use_mmap, "use_mmap");
+             options.config.kernels = choice_arg(kernels, "kernels", {"auto", "bitnet", "ggml"});
+             // Loading reads only native state; log lines re-acquire the GIL themselves.
+             py::gil_scoped_release release;
+             return std::make_shared<Model>(file, options);
            }),
            py::arg("path"), py::kw_only(), py::arg("engine"), py::arg("n_ctx"), py::arg("n_batch"),
-           py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"),
-           // Loading reads only native state; log lines re-acquire the GIL themselves.
-           py::call_guard<py::gil_scoped_release>())
-      .def_property_readonly("path", &Model::path)
+           py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"))
+      .def_property_readonly("path", [](const Model& m) { return pyconv::decode_utf8(m.path()); })
       .def_property_readonly("engine", &Model::engine_name)
       .def_property_readonly("kernels", &Model::kernels)
-      .def_property_readonly("architecture", &Model::architecture)
+      .def_property_readonly("architecture", [](const Model& m) { return pyconv::decode_utf8(m.architecture()); })
       .def_property_readonly("n_ctx", &Model::n_ctx)
       .def_property_readonly("n_vocab", &Model::n_vocab)
       .def_property_readonly("bos", [](const Model& m) { return m.vocab().bos(); })
       .def_property_readonly("eos", [](const Model& m) { return m.vocab().eos(); })
       .def_property_readonly("eot", [](const Model& m) { return m.vocab().eot(); })
-      .def_property_readonly("chat_template", [](const Model& m) { return m.vocab().chat_template(); })
-      .def("is_end_of_generation", [](const Model& m, int32_t t) { return m.vocab().is_end_of_generation(t); })
+      .def_property_readonly("chat_template",
+                             [](const Model& m) { return pyconv::decode_utf8(m.vocab().chat_template()); })
+      .def(
+          "is_end_of_generation",
+          [](const Model& m, py::handle token) {
+            return m.vocab().is_end_of_generation(static_cast<int32_t>(pyconv::int_arg(token, "token", INT32_MIN, INT32_MAX)));
+          },
+          py::arg("token"))
       .def(
           "tokenize",
-          [](const Model& m, const std::string& text, bool add_bos, bool special) {
+          [](const Model& m, py::handle text, py::handle add_bos, py::handle special) {
+            const std::string bytes = pyconv::utf8_arg(text, "text");
+            const bool bos = pyconv::bool_arg(add_bos, "add_bos");
+            const bool parse_special = pyconv::bool_arg(special, "special");
             py::gil_scoped_release release;  // the vocabulary is immutable after load
-            return m.vocab().tokenize(text, add_bos, special);
+            return m.vocab().tokenize(bytes, bos, parse_special);
           },
           py::arg("text"), py::kw_only(), py::arg("add_bos"), py::arg("special"))
       .def(
           "detokenize",
-          [](const Model& m, const std::vector<int32_t>& tokens, bool special) {
+          [](const Model& m, py::handle tokens, py::handle special) {
+            const std::vector<int32_t> ids = pyconv::token_list_arg(tokens, "tokens");
+            const bool unparse_special = pyconv::bool_arg(special, "special");
             std::string bytes;
             {
               py::gil_scoped_release release;  // the vocabulary is immutable after load
-              bytes = m.vocab().detokenize(tokens, special);
+              bytes = m.vocab().detokenize(ids, unparse_special);
             }
             return py::bytes(bytes);
           },
           py::arg("tokens"), py::kw_only(), py::arg("special"))
       .def(
           "logits",
-          [](Model& m, const std::vector<int32_t>& tokens) {
+          [](Model& m, py::handle tokens) {
+            const std::vector<int32_t> ids = pyconv::token_list_arg(tokens, "tokens");
             auto check = signal_check_for_this_thread();
             // Native decode under the model's own lock.
-            std::vector<float> values = run_interruptible([&] { return m.logits(tokens, check); });
-            py::array_t<float> out({static_cast<py::ssize_t>(tokens.size()), static_cast<py::ssize_t>(m.n_vocab())});
+            std::vector<float> values = run_interruptible([&] { return m.logits(ids, check); });
+            py::array_t<float> out({static_cast<py::ssize_t>(ids.size()), static_cast<py::ssize_t>(m.n_vocab())});
             std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(float));
             return out;
           },
           py::arg("tokens"))
       .def(
           "start",
-          [](Model& m, std::vector<int32_t> prompt, int max_tokens, float temperature, float top_p, int top_k,
-             float min_p, float repeat_penalty, int repeat_last_n, uint32_t seed, std::vector<std::string> stop) {
+          [](Model& m, py::handle prompt, py::handle max_tokens, py::handle temperature, py::handle top_p,
+             py::handle top_k, py::handle min_p, py::handle repeat_penalty, py::handle repeat_last_n, py::handle seed,
+             py::handle stop) {
+            std::vector<int32_t> tokens = pyconv::token_list_arg(prompt, "prompt");
             model::SamplingParams p;
-            p.max_tokens = max_tokens;
-            p.temperature = temperature;
-            p.top_p = top_p;
-            p.top_k = top_k;
-            p.min_p = min_p;
-            p.repeat_penalty = repeat_penalty;
-            p.repeat_last_n = repeat_last_n;
-            p.seed = seed;
-            p.stop = std::move(stop);
+            p.max_tokens = static_cast<int>(pyconv::int_arg(max_tokens, "max_tokens", 0, INT32_MAX));
+            p.temperature = static_cast<float>(pyconv::float_arg(temperature, "temperature", 0.0, 100.0));
+            p.top_p = static_cast<float>(pyconv::float_arg(top_p, "top_p", 0.0, 1.0));
+            p.top_k = static_cast<int>(pyconv::int_arg(top_k, "top_k", 0, INT32_MAX));
+            p.min_p = static_cast<float>(pyconv::float_arg(min_p, "min_p", 0.0, 1.0));
+            // Bounded so that the float conversions stay defined; the sampler copes with any value inside.
+            p.repeat_penalty = static_cast<float>(
+                pyconv::float_arg(repeat_penalty, "repeat_penalty", std::numeric_limits<float>::min(), 1e6));
+            p.repeat_last_n = static_cast<int>(pyconv::int_arg(repeat_last_n, "repeat_last_n", 0, kMaxContext));
+            p.seed = static_cast<uint32_t>(pyconv::int_arg(seed, "seed", 0, UINT32_MAX));
+            p.stop = pyconv::utf8_list_arg(stop, "stop");
             py::gil_scoped_release release;  // waiting for the model's lock must not hold the GIL
-            return m.start(std::move(prompt), std::move(p));
+            // The generator holds the model (a shared_ptr), so no keep_alive is needed: pybind11
+            // 3.1.0 runs keep_alive<0, 1> even after failed argument conversion, and crashes.
+            return m.start(std::move(tokens), std::move(p));
           },
           py::arg("prompt"), py::kw_only(), py::arg("max_tokens"), py::arg("temperature"), py::arg("top_p"),
           py::arg("top_k"), py::arg("min_p"), py::arg("repeat_penalty"), py::arg("repeat_last_n"), py::arg("seed"),
-          py::arg("stop"), py::keep_alive<0, 1>())
-      .def("set_threads", &Model::set_threads, py::arg("n_threads"), py::arg("n_threads_batch"),
-           py::call_guard<py::gil_scoped_release>())
+          py::arg("stop"))
+      .def(
+          "set_threads",
+          [](Model& m, py::handle n_threads, py::handle n_threads_batch) {
+            const int n = static_cast<int>(pyconv::int_arg(n_threads, "n_threads", 1, kMaxThreads));
+            const int nb = static_cast<int>(pyconv::int_arg(n_threads_batch, "n_threads_batch", 1, kMaxThreads));
+            py::gil_scoped_release release;  // waits for the model's lock
+            m.set_threads(n, nb);
+          },
+          py::arg("n_threads"), py::arg("n_threads_batch"))
       .def("abort", &Model::abort, "Stop the running decode; safe from any thread.");
+
+  m.def(
+      "check_text",
+      [](py::handle text, const std::string& name) { pyconv::utf8_arg(text, name.c_str()); },
+      py::arg("text"), py::arg("name"),
+      "Raise TypeError unless text is a str, ValueError (naming `name` and the position) unless it is "
+      "valid Unicode: the check every text argument of _core makes.");
 }
 
 }  // namespace bitnet

@@ -69,14 +69,21 @@ std::string take_utf8(std::string* bytes, bool flush) {
   return out;
 }
 
-Generator::Generator(Model& model, ModelLease lease, std::vector<int32_t> prompt, SamplingParams params)
-    : model_(model), lease_(std::move(lease)), prompt_(std::move(prompt)), params_(std::move(params)) {
+Generator::Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector<int32_t> prompt,
+                     SamplingParams params)
+    : owner_(std::move(model)), model_(*owner_), lease_(std::move(lease)), prompt_(std::move(prompt)), params_(std::move(params)) {
   const int n_ctx = model_.engine_->n_ctx();
   if (prompt_.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
   if (static_cast<int>(prompt_.size()) >= n_ctx) {
     throw InvalidArgument("the prompt has " + std::to_string(prompt_.size()) +
                           " tokens, which does not fit the context of " + std::to_string(n_ctx) +
                           " tokens (n_ctx) with room to generate; shorten the prompt or raise n_ctx");
+  }
+  const int n_vocab = model_.engine_->n_vocab();
+  for (int32_t t : prompt_) {
+    if (t < 0 || t >= n_vocab) {
+      throw InvalidArgument("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+    }
   }
   if (params_.max_tokens < 0) throw InvalidArgument("max_tokens must be >= 0");
   for (const std::string& s : params_.stop) {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -55,7 +56,7 @@ struct GenerationStats {
 // the KV cache is never shared between two generations.
 class Generator {
  public:
-  Generator(Model& model, ModelLease lease, std::vector<int32_t> prompt,
+  Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector<int32_t> prompt,
             SamplingParams params);
   ~Generator();
   Generator(const Generator&) = delete;
@@ -89,6 +90,7 @@ class Generator {
   std::string take_final_text(bool flush);
   void finish(const char* reason);
 
+  std::shared_ptr<Model> owner_;  // keeps the model alive while this generator exists
   Model& model_;
   ModelLease lease_;
   std::vector<int32_t> prompt_;

@@ -73,7 +73,7 @@ std::vector<float> Model::logits(const std::vector<int32_t>& tokens,
 }
 
 std::unique_ptr<Generator> Model::start(std::vector<int32_t> prompt, SamplingParams params) {
-  return std::make_unique<Generator>(*this, acquire(), std::move(prompt), std::move(params));
+  return std::make_unique<Generator>(shared_from_this(), acquire(), std::move(prompt), std::move(params));
 }
 
 void Model::set_threads(int n_threads, int n_threads_batch) {

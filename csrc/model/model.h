@@ -21,7 +21,8 @@ struct ModelOptions {
   engine::EngineConfig config;
 };
 
-class Model {
+// Held by a shared_ptr: a running Generator keeps its model alive.
+class Model : public std::enable_shared_from_this<Model> {
  public:
   Model(const std::string& path, const ModelOptions& options);
 
@@ -37,7 +38,7 @@ class Model {
   std::vector<float> logits(const std::vector<int32_t>& tokens,
                             const std::function<bool()>& interrupt_check = nullptr);
 
-  // Starts a generation; it holds the model until it finishes or is destroyed.
+  // Starts a generation; it holds the model (lock and lifetime) until it finishes or is destroyed.
   std::unique_ptr<Generator> start(std::vector<int32_t> prompt, SamplingParams params);
 
   void set_threads(int n_threads, int n_threads_batch);

@@ -20,8 +20,9 @@ namespace bitnet::engine {
 
 namespace {
 
-// Nodes per layer are ~40; 8192 leaves room for deep models.
-constexpr int kMaxGraphNodes = 8192;
+// Graph nodes (and tensors) per layer are ~40; the head and inputs need a few more.
+constexpr int kGraphNodesPerLayer = 64;
+constexpr int kMinGraphNodes = 8192;
 
 std::string key(const std::string& arch, const char* suffix) { return arch + "." + suffix; }
 
@@ -103,6 +104,30 @@ void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   }
 }
 
+// The weight types ggml's CPU backend both multiplies (mul_mat) and reads rows of (get_rows).
+bool is_supported_weight_type(ggml_type type) {
+  switch (type) {
+    case GGML_TYPE_F32:
+    case GGML_TYPE_F16:
+    case GGML_TYPE_BF16:
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q4_1:
+    case GGML_TYPE_Q5_0:
+    case GGML_TYPE_Q5_1:
+    case GGML_TYPE_Q8_0:
+    case GGML_TYPE_Q2_K:
+    case GGML_TYPE_Q3_K:
+    case GGML_TYPE_Q4_K:
+    case GGML_TYPE_Q5_K:
+    case GGML_TYPE_Q6_K:
+    case GGML_TYPE_TQ1_0:
+    case GGML_TYPE_TQ2_0:
+      return true;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
 
 bool is_bitnet_arch(const std::string& arch) {
@@ -123,7 +148,8 @@ BitNetEngine::BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_
   allocate_cache();
   choose_kernels();
   galloc_.reset(ggml_gallocr_new(ggml_backend_get_default_buffer_type(backend_.get())));
-  graph_arena_.resize(ggml_tensor_overhead() * kMaxGraphNodes + ggml_graph_overhead_custom(kMaxGraphNodes, false));
+  graph_nodes_ = std::max(kMinGraphNodes, kGraphNodesPerLayer * hp_.n_layer + 256);
+  graph_arena_.resize(ggml_tensor_overhead() * graph_nodes_ + ggml_graph_overhead_custom(graph_nodes_, false));
 }
 
 void BitNetEngine::load_hparams(const std::string& path) {
@@ -134,26 +160,45 @@ void BitNetEngine::load_hparams(const std::string& path) {
                          "', which BitNetEngine does not run (it runs bitnet, bitnet-b1.58 and "
                          "bitnet-25); use engine='llama' or engine='auto'");
   }
-  auto required = [&](const char* suffix) {
+  // Every value from the file is range-checked here: what reaches ggml unchecked ends in a
+  // GGML_ASSERT (an abort of the whole process) or in sizes that overflow.
+  auto integer = [&](const char* suffix, int64_t fallback, int64_t max) {
     const std::string k = key(hp_.arch, suffix);
-    const int64_t v = gguf_int(g, k, -1);
-    if (v <= 0) throw ModelLoadError("'" + path + "' lacks a valid metadata key '" + k + "'");
+    const int64_t v = gguf_int(g, k, fallback);
+    if (v <= 0 || v > max) {
+      throw ModelLoadError("'" + path + "' lacks a valid metadata key '" + k + "'" +
+                           (v == -1 && fallback == -1 ? std::string() : " (value " + std::to_string(v) + ")"));
+    }
     return static_cast<int>(v);
   };
-  hp_.n_embd = required("embedding_length");
-  hp_.n_layer = required("block_count");
-  hp_.n_head = required("attention.head_count");
-  hp_.n_ff = required("feed_forward_length");
-  hp_.n_ctx_train = required("context_length");
-  hp_.n_head_kv = static_cast<int>(gguf_int(g, key(hp_.arch, "attention.head_count_kv"), hp_.n_head));
-  hp_.rope_freq_base = static_cast<float>(gguf_float(g, key(hp_.arch, "rope.freq_base"), 10000.0));
-  hp_.rms_eps = static_cast<float>(gguf_float(g, key(hp_.arch, "attention.layer_norm_rms_epsilon"), 1e-5));
-  if (hp_.n_embd % hp_.n_head != 0 || hp_.n_head_kv <= 0 || hp_.n_head % hp_.n_head_kv != 0) {
+  auto positive_float = [&](const char* suffix, double fallback) {
+    const std::string k = key(hp_.arch, suffix);
+    const double v = gguf_float(g, k, fallback);
+    if (!std::isfinite(v) || v <= 0.0 || v > 1e30) {
+      throw ModelLoadError("'" + path + "' has an invalid '" + k + "' (" + std::to_string(v) +
+                           "; it must be a finite number > 0)");
+    }
+    return static_cast<float>(v);
+  };
+  constexpr int64_t kMaxDim = int64_t{1} << 20;  // far beyond any model's width, and no overflow
+  hp_.n_embd = integer("embedding_length", -1, kMaxDim);
+  hp_.n_layer = integer("block_count", -1, 4096);
+  hp_.n_head = integer("attention.head_count", -1, kMaxDim);
+  hp_.n_ff = integer("feed_forward_length", -1, kMaxDim);
+  hp_.n_ctx_train = integer("context_length", -1, INT32_MAX);
+  hp_.n_head_kv = integer("attention.head_count_kv", hp_.n_head, hp_.n_head);
+  hp_.rope_freq_base = positive_float("rope.freq_base", 10000.0);
+  hp_.rms_eps = positive_float("attention.layer_norm_rms_epsilon", 1e-5);
+  if (hp_.n_embd % hp_.n_head != 0 || hp_.n_head % hp_.n_head_kv != 0) {
     throw ModelLoadError("'" + path + "' has inconsistent attention shapes: embedding " +
                          std::to_string(hp_.n_embd) + ", heads " + std::to_string(hp_.n_head) +
                          ", kv heads " + std::to_string(hp_.n_head_kv));
   }
-  hp_.n_rot = static_cast<int>(gguf_int(g, key(hp_.arch, "rope.dimension_count"), hp_.head_dim()));
+  hp_.n_rot = integer("rope.dimension_count", hp_.head_dim(), hp_.head_dim());
+  if (hp_.n_rot % 2 != 0) {
+    throw ModelLoadError("'" + path + "' has an odd rope.dimension_count (" + std::to_string(hp_.n_rot) +
+                         "); rotary embeddings rotate pairs of dimensions");
+  }
 
   // Microsoft's architectures are relu^2; our own `bitnet` files say it in a key, and a
   // missing key means SiLU, as in the 1bitLLM conversions.
@@ -188,11 +233,21 @@ void BitNetEngine::bind_weights(const std::string& path) {
     ggml_backend_tensor_alloc(weights_buf_.get(), t, file_->mutable_data() + data_offset + gguf_get_tensor_offset(g, i));
   }
 
-  auto find = [&](const std::string& name, int64_t ne0, int64_t ne1, bool required) -> ggml_tensor* {
+  // Norm weights are multiplied element-wise (ggml takes f32 there); matrices and the
+  // embedding must be of a type ggml's CPU backend multiplies and reads rows of.
+  enum class Role { kNorm, kMatrix };
+  auto find = [&](const std::string& name, int64_t ne0, int64_t ne1, bool required, Role role) -> ggml_tensor* {
     ggml_tensor* t = ggml_get_tensor(weights_ctx_.get(), name.c_str());
     if (t == nullptr) {
       if (required) throw ModelLoadError("'" + path + "' lacks tensor '" + name + "'");
       return nullptr;
+    }
+    const bool type_ok = role == Role::kNorm ? t->type == GGML_TYPE_F32 : is_supported_weight_type(t->type);
+    if (!type_ok) {
+      const char* type_name = ggml_type_name(t->type);
+      throw ModelLoadError("'" + path + "': tensor '" + name + "' has type " +
+                           (type_name != nullptr ? type_name : std::to_string(t->type)) + ", which BitNetEngine " +
+                           (role == Role::kNorm ? "needs as f32" : "cannot multiply") + " (re-convert the model)");
     }
     const int64_t want1 = ne1 > 0 ? ne1 : 1;
     if (t->ne[0] != ne0 || t->ne[1] != want1 || t->ne[2] != 1 || t->ne[3] != 1) {
@@ -205,28 +260,38 @@ void BitNetEngine::bind_weights(const std::string& path) {
 
   ggml_tensor* embd = ggml_get_tensor(weights_ctx_.get(), "token_embd.weight");
   if (embd == nullptr) throw ModelLoadError("'" + path + "' lacks tensor 'token_embd.weight'");
+  if (embd->ne[1] < 1 || embd->ne[1] > INT32_MAX) {
+    throw ModelLoadError("'" + path + "': tensor 'token_embd.weight' has " + std::to_string(embd->ne[1]) +
+                         " rows, not a vocabulary size");
+  }
   hp_.n_vocab = static_cast<int>(embd->ne[1]);
-  tok_embd_ = find("token_embd.weight", hp_.n_embd, hp_.n_vocab, true);
-  output_norm_ = find("output_norm.weight", hp_.n_embd, 0, true);
-  output_ = find("output.weight", hp_.n_embd, hp_.n_vocab, false);
+  tok_embd_ = find("token_embd.weight", hp_.n_embd, hp_.n_vocab, true, Role::kMatrix);
+  output_norm_ = find("output_norm.weight", hp_.n_embd, 0, true, Role::kNorm);
+  output_ = find("output.weight", hp_.n_embd, hp_.n_vocab, false, Role::kMatrix);
   if (output_ == nullptr) output_ = tok_embd_;
 
+  // Each layer has at least 9 tensors: a block_count beyond what the file holds is damage (and
+  // must not size anything before the missing tensors are found).
+  if (static_cast<int64_t>(hp_.n_layer) * 9 > n_tensors) {
+    throw ModelLoadError("'" + path + "' says it has " + std::to_string(hp_.n_layer) + " layers (block_count) but holds only " +
+                         std::to_string(n_tensors) + " tensors");
+  }
   const int n_embd_kv = hp_.n_embd_kv();
   layers_.resize(hp_.n_layer);
   for (int il = 0; il < hp_.n_layer; ++il) {
     const std::string p = "blk." + std::to_string(il) + ".";
     Layer& l = layers_[il];
-    l.attn_norm = find(p + "attn_norm.weight", hp_.n_embd, 0, true);
-    l.wq = find(p + "attn_q.weight", hp_.n_embd, hp_.n_embd, true);
-    l.wk = find(p + "attn_k.weight", hp_.n_embd, n_embd_kv, true);
-    l.wv = find(p + "attn_v.weight", hp_.n_embd, n_embd_kv, true);
-    l.wo = find(p + "attn_output.weight", hp_.n_embd, hp_.n_embd, true);
-    l.attn_sub_norm = find(p + "attn_sub_norm.weight", hp_.n_embd, 0, false);
-    l.ffn_norm = find(p + "ffn_norm.weight", hp_.n_embd, 0, true);
-    l.ffn_gate = find(p + "ffn_gate.weight", hp_.n_embd, hp_.n_ff, true);
-    l.ffn_up = find(p + "ffn_up.weight", hp_.n_embd, hp_.n_ff, true);
-    l.ffn_down = find(p + "ffn_down.weight", hp_.n_ff, hp_.n_embd, true);
-    l.ffn_sub_norm = find(p + "ffn_sub_norm.weight", hp_.n_ff, 0, false);
+    l.attn_norm = find(p + "attn_norm.weight", hp_.n_embd, 0, true, Role::kNorm);
+    l.wq = find(p + "attn_q.weight", hp_.n_embd, hp_.n_embd, true, Role::kMatrix);
+    l.wk = find(p + "attn_k.weight", hp_.n_embd, n_embd_kv, true, Role::kMatrix);
+    l.wv = find(p + "attn_v.weight", hp_.n_embd, n_embd_kv, true, Role::kMatrix);
+    l.wo = find(p + "attn_output.weight", hp_.n_embd, hp_.n_embd, true, Role::kMatrix);
+    l.attn_sub_norm = find(p + "attn_sub_norm.weight", hp_.n_embd, 0, false, Role::kNorm);
+    l.ffn_norm = find(p + "ffn_norm.weight", hp_.n_embd, 0, true, Role::kNorm);
+    l.ffn_gate = find(p + "ffn_gate.weight", hp_.n_embd, hp_.n_ff, true, Role::kMatrix);
+    l.ffn_up = find(p + "ffn_up.weight", hp_.n_embd, hp_.n_ff, true, Role::kMatrix);
+    l.ffn_down = find(p + "ffn_down.weight", hp_.n_ff, hp_.n_embd, true, Role::kMatrix);
+    l.ffn_sub_norm = find(p + "ffn_sub_norm.weight", hp_.n_ff, 0, false, Role::kNorm);
   }
 }
 
@@ -423,7 +488,7 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
   const int head_dim = hp_.head_dim();
   const int n_embd_kv = hp_.n_embd_kv();
   const size_t f16 = ggml_type_size(GGML_TYPE_F16);
-  ggml_cgraph* gf = ggml_new_graph_custom(ctx, kMaxGraphNodes, false);
+  ggml_cgraph* gf = ggml_new_graph_custom(ctx, graph_nodes_, false);
 
   in->tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
   in->positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);

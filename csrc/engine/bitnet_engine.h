@@ -145,6 +145,7 @@ class BitNetEngine final : public Engine {
   ggml_backend_buffer_ptr cache_buf_;
   ggml_backend_ptr backend_;
   ggml_gallocr_ptr galloc_;
+  size_t graph_nodes_ = 0;  // sized for the model's depth
   std::vector<uint8_t> graph_arena_;
   ggml_tensor* tok_embd_ = nullptr;
   ggml_tensor* output_norm_ = nullptr;

@@ -4,12 +4,19 @@
 #include <cstring>
 
 #include "errors.h"
+#include "engine/llama_checks.h"
 #include "gguf_file.h"
+#include "model/vocab_check.h"
 
 namespace bitnet::engine {
 
 SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap) {
-  check_gguf_header(path);
+  {
+    const gguf_context_ptr metadata = open_gguf(path, nullptr);
+    model::check_vocabulary_metadata(metadata.get(), path);
+    // A vocabulary-only load reads no hyper-parameters; a full one builds graphs from them.
+    if (!vocab_only) check_llama_hparams(metadata.get(), path);
+  }
   llama_model_params params = llama_model_default_params();
   params.vocab_only = vocab_only;
   params.load_mode = use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
@@ -19,7 +26,9 @@ SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool
                          "' (unknown architecture, missing tensors or a damaged file; the "
                          "bitnet.native log has llama.cpp's reason)");
   }
-  return SharedLlamaModel(model, LlamaModelDeleter());
+  SharedLlamaModel shared(model, LlamaModelDeleter());
+  model::check_loaded_vocabulary(model, path);
+  return shared;
 }
 
 LlamaEngine::LlamaEngine(const std::string& path, const EngineConfig& config)

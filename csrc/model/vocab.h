@@ -27,6 +27,8 @@ class Vocab {
   std::string chat_template() const;
 
  private:
+  std::vector<int32_t> tokenize_unguarded(const std::string& text, bool add_bos, bool special) const;
+
   engine::SharedLlamaModel model_;
   const llama_vocab* vocab_;
 };

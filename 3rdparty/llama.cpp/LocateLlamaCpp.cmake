@@ -24,6 +24,14 @@ if(LLAMA_CPP_SOURCE_DIR)
   set(LLAMA_BUILD_SERVER OFF CACHE BOOL "" FORCE)
   set(LLAMA_CURL OFF CACHE BOOL "" FORCE)
   add_subdirectory("${LLAMA_CPP_SOURCE_DIR}" "${CMAKE_BINARY_DIR}/llama.cpp" EXCLUDE_FROM_ALL)
+  # The libraries are installed side by side in <site-packages>/lib: each must find the others
+  # there ($ORIGIN), as the wheel's copies do; without it `import bitnet` fails with
+  # "libggml.so.0: cannot open shared object file" unless LD_LIBRARY_PATH is set.
+  if(APPLE)
+    set_target_properties(llama ggml ggml-base ggml-cpu PROPERTIES INSTALL_RPATH "@loader_path")
+  else()
+    set_target_properties(llama ggml ggml-base ggml-cpu PROPERTIES INSTALL_RPATH "$ORIGIN")
+  endif()
   install(TARGETS llama ggml ggml-base ggml-cpu LIBRARY DESTINATION lib)
   set(BITNET_LLAMA_CPP_PIN "source:${LLAMA_CPP_SOURCE_DIR}")
   set(BITNET_LLAMA_LIBRARIES llama ggml ggml-base ggml-cpu)

@@ -6,6 +6,7 @@
 
 #include "ggml.h"
 #include "llama.h"
+#include "py_convert.h"
 
 namespace py = pybind11;
 
@@ -43,7 +44,8 @@ void emit(ggml_log_level level, const std::string& line) {
     // Leaked on purpose: it must outlive module teardown, when native threads may still log.
     static PyObject* logger =
         py::module_::import("logging").attr("getLogger")("bitnet.native").release().ptr();
-    py::handle(logger).attr("log")(python_level(level), "%s", line);
+    // Lines quote model files, whose strings need not be UTF-8: never lose a line over it.
+    py::handle(logger).attr("log")(python_level(level), "%s", pyconv::decode_utf8(line));
   } catch (py::error_already_set& e) {
     e.discard_as_unraisable("bitnet.native log bridge");
   }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,6 +139,11 @@ def _target_kv(src: GgufFile | _Header, ternary: TernaryType) -> dict[str, KeyVa
             f"{', '.join(BITNET_ARCHS)}"
         )
     activation = src.value(f"{arch}.hidden_activation", "silu" if arch == "bitnet" else "relu2")
+    if not isinstance(activation, str):
+        raise ModelLoadError(
+            f"'{src.path}' has a damaged '{arch}.hidden_activation' (a {type(activation).__name__}"
+            ", not a name such as 'relu2')"
+        )
     to_arch = "bitnet-b1.58" if ternary == "i2_s" else "bitnet"
     if ternary == "i2_s" and activation != "relu2":
         raise ValueError(
@@ -335,7 +341,14 @@ def loadable_path(path: str | os.PathLike[str]) -> Path:
         path,
         cached,
     )
-    return convert(path, cached, type="tq2_0")
+    try:
+        return convert(path, cached, type="tq2_0")
+    except (ValueError, ArithmeticError, TypeError, IndexError, struct.error) as exc:
+        # Damage the header checks could not see (codes that are not ternary, shapes that do
+        # not fit): the file is unusable, and the error says why.
+        raise ModelLoadError(f"'{path}' is a damaged I2_S file: {exc}") from exc
+    except MemoryError as exc:
+        raise ModelLoadError(f"not enough memory to convert the I2_S file '{path}'") from exc
 
 
 def describe_tensor_type(ggml_type: int) -> str:

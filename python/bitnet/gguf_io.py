@@ -126,10 +126,16 @@ def tensor_nbytes(ggml_type: int, shape: Iterable[int]) -> int:
 
 
 class _Reader:
-    def __init__(self, f: BinaryIO, path: Path) -> None:
-        self.f, self.path = f, path
+    def __init__(self, f: BinaryIO, path: Path, size: int) -> None:
+        self.f, self.path, self.size = f, path, size
 
     def read(self, n: int) -> bytes:
+        # A damaged count must not make us allocate more than the file holds.
+        if n > self.size - self.f.tell():
+            raise ModelLoadError(
+                f"'{self.path}' is truncated or damaged in its header (wanted {n} more bytes, "
+                f"the file has {max(0, self.size - self.f.tell())} left)"
+            )
         data = self.f.read(n)
         if len(data) != n:
             raise ModelLoadError(
@@ -173,7 +179,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufFile:
     except OSError as exc:
         raise ModelLoadError(f"cannot open '{path}': {exc.strerror or exc}") from exc
     with f:
-        r = _Reader(f, path)
+        r = _Reader(f, path, size)
         if f.read(4) != GGUF_MAGIC:
             raise ModelLoadError(
                 f"'{path}' is not a GGUF file (its first bytes are not the GGUF magic)"
@@ -202,8 +208,18 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufFile:
             ggml_type, offset = r.scalar(U32), r.scalar(U64)
             infos.append((name, shape, ggml_type, offset))
         alignment = (
-            int(kv["general.alignment"].value) if "general.alignment" in kv else DEFAULT_ALIGNMENT
+            kv["general.alignment"].value if "general.alignment" in kv else DEFAULT_ALIGNMENT
         )
+        if (
+            not isinstance(alignment, int)
+            or isinstance(alignment, bool)
+            or alignment < 1
+            or alignment & (alignment - 1)
+        ):
+            raise ModelLoadError(
+                f"'{path}' has an invalid general.alignment ({alignment!r}; "
+                "it must be a power of 2)"
+            )
         data_offset = -(-f.tell() // alignment) * alignment
     tensors = []
     for name, shape, ggml_type, offset in infos:

@@ -208,3 +208,45 @@ def test_cpu_without_a_compiled_instruction_set(monkeypatch, tiny_relu2):
         BitNetRuntime(tiny_relu2).validate()
     diag = BitNetRuntime(tiny_relu2).diagnostics()
     assert "cpu_missing_features" in [p.code for p in diag.problems] and not diag.ok
+
+
+@pytest.mark.parametrize("cpu_max", ["garbage", "100000", "-1 100000", "100000 0", ""])
+def test_a_malformed_cgroup_file_means_no_limit(tmp_path: Path, cpu_max: str):
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    (cgroup / "cpu.max").write_text(cpu_max)
+    sysfs = fake_sysfs(tmp_path / "cpu", {i: (0, i) for i in range(2)})
+    topo = detect_cpu_topology(affinity={0, 1}, sysfs_cpu=sysfs, cgroup_root=cgroup)
+    assert topo.cgroup_cpu_limit is None and topo.usable_cores == 2
+
+
+def test_model_default_threads_follow_the_runtime_policy(tiny_relu2):
+    from bitnet.cpu import default_threads
+
+    auto = BitNetRuntime(tiny_relu2).threads
+    assert default_threads() == auto == detect_cpu_topology().usable_cores
+    with bitnet.Model(tiny_relu2, n_ctx=64) as model:
+        assert (model.n_threads, model.n_threads_batch) == (auto, auto)
+
+
+def test_validate_refuses_a_truncated_file(tmp_path: Path, tiny_relu2):
+    cut = tmp_path / "cut.gguf"
+    data = tiny_relu2.read_bytes()
+    cut.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(bitnet.ModelLoadError, match="is truncated: its tensors end at byte"):
+        BitNetRuntime(cut).validate()
+    with pytest.raises(bitnet.ModelLoadError, match="is truncated"):
+        BitNetRuntime(cut).dry_run(prompt="x")
+
+
+def test_expected_sha256_is_checked_before_loading(tmp_path: Path, tiny_relu2):
+    import hashlib
+
+    digest = hashlib.sha256(tiny_relu2.read_bytes()).hexdigest()
+    runtime = BitNetRuntime(tiny_relu2, sha256=digest.upper(), threads=1, n_ctx=64)
+    runtime.load().close()
+    wrong = BitNetRuntime(tiny_relu2, sha256="0" * 64, threads=1, n_ctx=64)
+    with pytest.raises(bitnet.ModelLoadError, match=f"sha256 of .* is {digest}, expected 0+"):
+        wrong.load()
+    with pytest.raises(ValueError, match="sha256 must be 64 hexadecimal digits"):
+        BitNetRuntime(tiny_relu2, sha256="abc")

@@ -178,3 +178,90 @@ def test_supervisor_argument_errors(runtime):
         RuntimeSupervisor(runtime, max_queue=-1)
     with pytest.raises(ValueError, match="timeout"):
         RuntimeSupervisor(runtime, timeout=0)
+
+
+def test_queue_bound_holds_for_a_burst_in_one_loop_turn(runtime):
+    """12 requests created in the same event-loop turn: 2 run, 2 wait, 8 are refused."""
+
+    async def main():
+        async with RuntimeSupervisor(runtime, max_concurrency=2, max_queue=2) as sup:
+            results = await asyncio.gather(
+                *(sup.generate(LONG, max_tokens=1, temperature=0) for _ in range(12)),
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, QueueFullError)]
+            done = [r for r in results if not isinstance(r, BaseException)]
+            assert (len(done), len(refused)) == (4, 8), results
+            assert sup.stats()["outcomes"]["rejected"] == 8
+
+    asyncio.run(main())
+
+
+def test_a_slot_freed_while_others_wait_goes_to_the_first_waiter(runtime):
+    async def main():
+        async with RuntimeSupervisor(runtime, max_concurrency=1, max_queue=3) as sup:
+            order: list[int] = []
+
+            async def one(i: int) -> None:
+                await sup.generate("Hello", max_tokens=2, temperature=0)
+                order.append(i)
+
+            await asyncio.gather(*(one(i) for i in range(4)))
+            assert order == [0, 1, 2, 3]
+            assert sup.queued == 0
+
+    asyncio.run(main())
+
+
+def test_a_waiter_that_times_out_leaves_the_queue(runtime):
+    async def main():
+        async with RuntimeSupervisor(runtime, max_concurrency=1, max_queue=1) as sup:
+            long = asyncio.create_task(sup.generate(LONG, max_tokens=200, temperature=0))
+            await asyncio.sleep(0.05)
+            with pytest.raises(DeadlineExceededError, match="waited for a slot"):
+                await sup.generate("Hello", max_tokens=1, timeout=0.05)
+            assert sup.queued == 0
+            # The place it left is free again: another request may wait.
+            waiting = asyncio.create_task(sup.generate("Hello", max_tokens=1, temperature=0))
+            await asyncio.sleep(0.01)
+            assert sup.queued == 1
+            long.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await long
+            assert (await waiting).finish_reason in ("stop", "length")
+
+    asyncio.run(main())
+
+
+def test_closing_a_stream_after_its_result_counts_as_ok(runtime):
+    """What the HTTP server does: read up to the result, then close the stream."""
+
+    async def main():
+        async with RuntimeSupervisor(runtime) as sup:
+            items = sup.stream_with_result("Hello", max_tokens=3, temperature=0)
+            async for item in items:
+                if not isinstance(item, str):
+                    break
+            await items.aclose()
+            await wait_idle(sup, limit=2.0)
+            assert sup.stats()["outcomes"] == {"ok": 1}
+
+    asyncio.run(main())
+
+
+def test_auto_threads_are_divided_between_slots(tiny_relu2):
+    from bitnet.cpu import CpuTopology
+
+    topology = CpuTopology(
+        logical_cpus=8, available_cpus=8, physical_cores=4, cgroup_cpu_limit=None
+    )
+    sup = RuntimeSupervisor(tiny_relu2, max_concurrency=2, topology=topology)
+    assert (sup.runtime.threads, sup.runtime.threads_batch) == (2, 2)
+    runtime = BitNetRuntime(tiny_relu2, topology=topology)
+    assert runtime.threads == 4
+    assert RuntimeSupervisor(runtime, max_concurrency=4).runtime.threads == 1
+    assert RuntimeSupervisor(runtime, max_concurrency=8).runtime.threads == 1
+    # A number is per slot, as given; the plan warns when the slots oversubscribe the cores.
+    explicit = RuntimeSupervisor(tiny_relu2, max_concurrency=2, threads=4, topology=topology)
+    assert explicit.runtime.threads == 4
+    assert any("2 slots x 4 threads" in w for w in explicit.runtime.warnings)

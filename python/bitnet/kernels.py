@@ -25,7 +25,7 @@ import numpy as np
 
 from ._native import _core
 from .convert import i2s_pack, i2s_unpack
-from .model import _default_threads
+from .cpu import default_threads
 
 __all__ = [
     "PackedTernary",
@@ -156,7 +156,7 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _resolve_threads(n_threads: int | None) -> int:
     if n_threads is None:
-        return _default_threads()
+        return default_threads()
     if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
     return n_threads

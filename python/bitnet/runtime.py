@@ -8,7 +8,6 @@ loads and runs the model in-process.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shlex
@@ -20,9 +19,18 @@ from typing import Any, Literal
 
 from . import events
 from ._native import _core
+from .cpu import (
+    MAX_THREADS,
+    CpuTopology,
+    cpu_flags,
+    cpu_model_name,
+    detect_cpu_topology,
+    read_text,
+    resolve_threads,
+)
 from .errors import BitNetError, ModelLoadError
 from .fetch import sha256_of
-from .model import MAX_CONTEXT, MAX_THREADS, GenerationResult, Model
+from .model import MAX_CONTEXT, GenerationResult, Model
 
 __all__ = [
     "BitNetRuntime",
@@ -64,127 +72,7 @@ class UnsupportedCPUError(BitNetError, RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------
-# CPU topology and threads
-
-
-@dataclass(frozen=True)
-class CpuTopology:
-    """What this process may run on."""
-
-    logical_cpus: int  # CPUs in the machine
-    available_cpus: int  # CPUs in this process's affinity mask
-    physical_cores: int  # distinct cores among the available CPUs (hyper-threads counted once)
-    cgroup_cpu_limit: float | None  # CPUs' worth of time the cgroup quota allows, if limited
-
-    @property
-    def usable_cores(self) -> int:
-        """Physical cores this process can actually keep busy."""
-        usable = self.physical_cores
-        if self.cgroup_cpu_limit is not None:
-            usable = min(usable, max(1, math.floor(self.cgroup_cpu_limit)))
-        return max(1, usable)
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
-
-
-def _cgroup_cpu_limit(cgroup_root: Path) -> float | None:
-    v2 = _read(cgroup_root / "cpu.max")  # "max 100000" or "<quota> <period>"
-    if v2 is not None:
-        quota, _, period = v2.partition(" ")
-        if quota != "max" and period:
-            return int(quota) / int(period)
-        return None
-    quota_v1 = _read(cgroup_root / "cpu" / "cpu.cfs_quota_us")
-    period_v1 = _read(cgroup_root / "cpu" / "cpu.cfs_period_us")
-    if quota_v1 and period_v1 and int(quota_v1) > 0:
-        return int(quota_v1) / int(period_v1)
-    return None
-
-
-def detect_cpu_topology(
-    *,
-    affinity: set[int] | None = None,
-    sysfs_cpu: str | os.PathLike[str] = "/sys/devices/system/cpu",
-    cgroup_root: str | os.PathLike[str] = "/sys/fs/cgroup",
-) -> CpuTopology:
-    """Count the CPUs and physical cores this process may use (the roots are for tests)."""
-    if affinity is None:
-        try:
-            affinity = set(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            affinity = set(range(os.cpu_count() or 1))
-    cores: set[tuple[str, str]] = set()
-    for cpu in affinity:
-        topo = Path(sysfs_cpu) / f"cpu{cpu}" / "topology"
-        package, core = _read(topo / "physical_package_id"), _read(topo / "core_id")
-        cores.add((package or "?", core if core is not None else f"cpu{cpu}"))
-    return CpuTopology(
-        logical_cpus=os.cpu_count() or len(affinity),
-        available_cpus=len(affinity),
-        physical_cores=max(1, len(cores)),
-        cgroup_cpu_limit=_cgroup_cpu_limit(Path(cgroup_root)),
-    )
-
-
-def resolve_threads(
-    requested: int | str | None, topology: CpuTopology, *, name: str = "threads"
-) -> tuple[int, str | None]:
-    """``"auto"``/None -> the usable physical cores; a number is checked and clamped to the
-    CPUs this process may use. Returns (threads, warning or None)."""
-    if requested is None or requested == "auto":
-        return topology.usable_cores, None
-    if isinstance(requested, str):
-        if not requested.strip().isdigit():
-            raise ValueError(f"{name} must be 'auto' or a positive integer, got {requested!r}")
-        requested = int(requested)
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-        raise ValueError(
-            f"{name} must be 'auto' or an integer from 1 to {MAX_THREADS}, got {requested!r}; "
-            "'auto' uses one thread per physical core this process may use"
-        )
-    limit = topology.available_cpus
-    if topology.cgroup_cpu_limit is not None:
-        limit = min(limit, max(1, math.ceil(topology.cgroup_cpu_limit)))
-    if requested > limit:
-        return limit, (
-            f"{name}={requested} is more than the {limit} CPUs this process may use "
-            f"(affinity {topology.available_cpus}, cgroup limit {topology.cgroup_cpu_limit}); "
-            f"using {limit}"
-        )
-    if requested > topology.physical_cores:
-        return requested, (
-            f"{name}={requested} exceeds the {topology.physical_cores} physical cores; "
-            "hyper-threads rarely speed up inference"
-        )
-    return requested, None
-
-
-# --------------------------------------------------------------------------------------------
 # CPU features
-
-
-def cpu_flags() -> set[str]:
-    """Instruction-set flags of this CPU (from /proc/cpuinfo)."""
-    text = _read(Path("/proc/cpuinfo")) or ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
-
-
-def cpu_model_name() -> str:
-    text = _read(Path("/proc/cpuinfo")) or ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("model name", "Model", "Hardware"):
-            return value.strip()
-    return platform.processor() or platform.machine()
 
 
 def compiled_cpu_features() -> list[str]:
@@ -209,7 +97,7 @@ def missing_cpu_features(flags: set[str] | None = None) -> list[str]:
 
 def _memory() -> dict[str, int | None]:
     info = {}
-    for line in (_read(Path("/proc/meminfo")) or "").splitlines():
+    for line in (read_text(Path("/proc/meminfo")) or "").splitlines():
         key, _, value = line.partition(":")
         if value.strip().endswith("kB"):
             info[key] = int(value.split()[0]) * 1024
@@ -351,7 +239,11 @@ class BitNetRuntime:
             (clamped to the CPUs this process may use, with a warning).
         threads_batch: prompt-processing threads (default: like ``threads``).
         n_ctx, n_batch, engine, kernels, use_mmap: as for :class:`bitnet.Model`.
-        sha256: expected checksum of the model file, checked by :meth:`diagnostics`.
+        sha256: expected checksum of the model file, checked by :meth:`validate` (so by
+            :meth:`load` and :meth:`dry_run` too) and by :meth:`diagnostics`.
+        slots: generations that will run at once, each with its own model (the supervisor's
+            ``max_concurrency``, the server's ``--parallel``): ``"auto"`` threads divide the
+            usable physical cores between them; a number is per slot.
     """
 
     def __init__(
@@ -367,16 +259,32 @@ class BitNetRuntime:
         use_mmap: bool = True,
         sha256: str | None = None,
         topology: CpuTopology | None = None,
+        slots: int = 1,
     ) -> None:
         self.model_path = os.fspath(model)
         self.topology = topology or detect_cpu_topology()
+        self.slots = _checked_int("slots", slots, 1, MAX_THREADS)
+        self._requested = {
+            "threads": threads,
+            "threads_batch": threads_batch,
+            "n_ctx": n_ctx,
+            "n_batch": n_batch,
+            "engine": engine,
+            "kernels": kernels,
+            "use_mmap": use_mmap,
+            "sha256": sha256,
+            "topology": self.topology,
+        }
         self.warnings: list[str] = []
-        self.threads, warning = resolve_threads(threads, self.topology, name="threads")
+        self.threads, warning = resolve_threads(
+            threads, self.topology, name="threads", slots=self.slots
+        )
         self._warn(warning)
         self.threads_batch, warning = resolve_threads(
             self.threads if threads_batch is None else threads_batch,
             self.topology,
             name="threads_batch",
+            slots=self.slots,
         )
         self._warn(warning)
         self.n_ctx = _checked_int("n_ctx (--ctx-size)", n_ctx, 16, MAX_CONTEXT)
@@ -388,7 +296,18 @@ class BitNetRuntime:
             raise ValueError(f"kernels must be 'auto', 'bitnet' or 'ggml', got {kernels!r}")
         self.kernels = kernels
         self.use_mmap = use_mmap
+        if sha256 is not None and not (
+            isinstance(sha256, str) and len(sha256) == 64 and _is_hex(sha256)
+        ):
+            raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
         self.sha256 = sha256.lower() if sha256 else None
+        self._verified: tuple[int, int, int] | None = None  # (size, mtime_ns, inode) checked
+
+    def for_slots(self, slots: int) -> BitNetRuntime:
+        """The same settings for ``slots`` generations at once ("auto" threads re-divided)."""
+        if slots == self.slots:
+            return self
+        return BitNetRuntime(self.model_path, **self._requested, slots=slots)
 
     def _warn(self, warning: str | None) -> None:
         if warning:
@@ -433,6 +352,12 @@ class BitNetRuntime:
                 "(pip builds them for the CPU it runs on)"
             )
         metadata, tensors = self.check_model_file()
+        size = os.path.getsize(self.model_path)
+        end = _data_end(tensors)
+        if end > size:
+            raise ModelLoadError(_truncated_message(self.model_path, end, size))
+        if self.sha256:
+            self._verify_sha256()
         arch = str(metadata.get("general.architecture", ""))
         if self.kernels == "bitnet" and arch not in BITNET_ARCHITECTURES:
             raise ModelLoadError(
@@ -445,6 +370,20 @@ class BitNetRuntime:
                 f"run (it runs {', '.join(BITNET_ARCHITECTURES)}); use engine 'auto'"
             )
         return metadata, tensors
+
+    def _verify_sha256(self) -> None:
+        """Compare the file's sha256 with the expected one, once per version of the file."""
+        st = os.stat(self.model_path)
+        identity = (st.st_size, st.st_mtime_ns, st.st_ino)
+        if self._verified == identity:
+            return
+        digest = sha256_of(self.model_path)
+        if digest != self.sha256:
+            raise ModelLoadError(
+                f"sha256 of '{self.model_path}' is {digest}, expected {self.sha256} (--sha256); "
+                "the file is damaged or not the one expected: download it again"
+            )
+        self._verified = identity
 
     # -- plan -----------------------------------------------------------------------------
 
@@ -720,7 +659,7 @@ def _model_diagnostics(
         if runtime.engine != "auto"
         else ("bitnet" if arch in BITNET_ARCHITECTURES else "llama")
     )
-    end = max((int(t["offset"]) + int(t["nbytes"]) for t in tensors), default=0)
+    end = _data_end(tensors)
     info.update(
         gguf=True,
         architecture=arch,
@@ -734,8 +673,7 @@ def _model_diagnostics(
             Problem(
                 "error",
                 "model_truncated",
-                f"'{path}' is truncated: its tensors end at byte {end} but the file "
-                f"has {info['size_bytes']}; re-download or re-generate it",
+                _truncated_message(path, end, info["size_bytes"]),
             )
         )
     if runtime.engine == "bitnet" and arch not in BITNET_ARCHITECTURES:
@@ -793,6 +731,22 @@ def _checked_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
     return value
+
+
+def _data_end(tensors: list[dict[str, Any]]) -> int:
+    """The byte where the last tensor's data ends."""
+    return max((int(t["offset"]) + int(t["nbytes"]) for t in tensors), default=0)
+
+
+def _truncated_message(path: str, end: int, size: int) -> str:
+    return (
+        f"'{path}' is truncated: its tensors end at byte {end} but the file has {size}; "
+        "re-download or re-generate it"
+    )
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _size(n: int) -> str:

@@ -86,18 +86,22 @@ class RuntimeSupervisor:
             raise ValueError(f"max_queue must be an integer >= 0, got {max_queue!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        # "auto" threads are divided between the slots: they share the cores.
         self.runtime = (
-            runtime
+            runtime.for_slots(max_concurrency)
             if isinstance(runtime, BitNetRuntime)
-            else BitNetRuntime(runtime, **runtime_options)
+            else BitNetRuntime(runtime, slots=max_concurrency, **runtime_options)
         )
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.timeout = timeout
         self._models: list[Model] = []
-        self._free: asyncio.Queue[Model] | None = None
+        self._free: list[Model] = []
+        # Requests waiting for a slot, first come first served. Admission counts this deque at
+        # the moment a request arrives, so the bound holds however many arrive in one
+        # event-loop turn.
+        self._waiters: collections.deque[asyncio.Future[Model]] = collections.deque()
         self._executor: ThreadPoolExecutor | None = None
-        self._waiting = 0
         self._active: set[TextStream] = set()
         self._idle: asyncio.Event | None = None
         self._state = "new"  # new -> running -> draining -> closed
@@ -122,9 +126,7 @@ class RuntimeSupervisor:
                 )
             )
         )
-        self._free = asyncio.Queue()
-        for model in self._models:
-            self._free.put_nowait(model)
+        self._free = list(self._models)
         self._idle = asyncio.Event()
         self._idle.set()
         self._state = "running"
@@ -146,7 +148,7 @@ class RuntimeSupervisor:
 
     @property
     def queued(self) -> int:
-        return self._waiting
+        return len(self._waiters)
 
     @property
     def model(self) -> Model:
@@ -239,6 +241,7 @@ class RuntimeSupervisor:
         # The slot is free again only once the native work has really stopped.
         worker.add_done_callback(lambda _: self._finish(model, text_stream))
         outcome, error = "ok", None
+        ended = False  # the generation ended by itself; closing us afterwards cancels nothing
         try:
             while True:
                 remaining = None if deadline is None else deadline - loop.time()
@@ -248,6 +251,7 @@ class RuntimeSupervisor:
                 if kind == "piece":
                     yield value
                 elif kind == "done":
+                    ended = True
                     if value.finish_reason == "abort":
                         outcome = "abort"
                     self._speeds.append(value.timings.generation_tokens_per_second)
@@ -262,8 +266,9 @@ class RuntimeSupervisor:
             error = DeadlineExceededError(f"the request's deadline of {timeout} s passed")
             raise error from None
         except (asyncio.CancelledError, GeneratorExit):
-            text_stream.cancel()
-            outcome = "cancelled"
+            if not ended:
+                text_stream.cancel()
+                outcome = "cancelled"
             raise
         finally:
             text_stream.cancel()  # no-op when it ended by itself
@@ -274,33 +279,45 @@ class RuntimeSupervisor:
     async def _acquire(self, deadline: float | None, t0: float) -> Model:
         if self._state != "running":
             raise self._refuse_closed(t0)
-        assert self._free is not None
-        if self._free.empty() and self._waiting >= self.max_queue:
+        if self._free and not self._waiters:
+            return self._free.pop()
+        if len(self._waiters) >= self.max_queue:
             error = QueueFullError(
-                f"all {self.max_concurrency} slots are busy and {self._waiting} requests are "
-                f"waiting (max_queue={self.max_queue}); retry later"
+                f"all {self.max_concurrency} slots are busy and {len(self._waiters)} requests "
+                f"are waiting (max_queue={self.max_queue}); retry later"
             )
             self._record("rejected", t0, error)
             raise error
-        self._waiting += 1
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Model] = loop.create_future()
+        self._waiters.append(waiter)
         try:
-            remaining = (
-                None if deadline is None else max(0.0, deadline - asyncio.get_running_loop().time())
-            )
-            model = await asyncio.wait_for(self._free.get(), remaining)
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            model = await asyncio.wait_for(asyncio.shield(waiter), remaining)
         except asyncio.TimeoutError:
+            self._abandon(waiter)
             error = DeadlineExceededError(
                 "the request's deadline passed while it waited for a slot"
             )
             self._record("timeout", t0, error)
             raise error from None
-        finally:
-            self._waiting -= 1
+        except BaseException:
+            self._abandon(waiter)
+            raise
         if self._state != "running":
             # Shutdown began while this request waited: it never started, so it is refused.
             self._release(model)
             raise self._refuse_closed(t0)
         return model
+
+    def _abandon(self, waiter: asyncio.Future[Model]) -> None:
+        """A waiter gave up: leave the queue, and pass on a slot it was handed meanwhile."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if waiter.done() and not waiter.cancelled():
+            self._release(waiter.result())
+        else:
+            waiter.cancel()
 
     def _refuse_closed(self, t0: float) -> SupervisorClosedError:
         error = SupervisorClosedError(f"the supervisor is {self._state}; not taking requests")
@@ -308,8 +325,13 @@ class RuntimeSupervisor:
         return error
 
     def _release(self, model: Model) -> None:
-        assert self._free is not None
-        self._free.put_nowait(model)
+        """Hand a free slot to the longest-waiting request, else keep it."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(model)
+                return
+        self._free.append(model)
 
     def _finish(self, model: Model, text_stream: TextStream) -> None:
         self._active.discard(text_stream)
@@ -340,7 +362,7 @@ class RuntimeSupervisor:
             duration_ms=duration * 1000,
             error=error,
             in_flight=len(self._active),
-            queued=self._waiting,
+            queued=len(self._waiters),
         )
 
     def stats(self) -> dict[str, Any]:
@@ -355,7 +377,7 @@ class RuntimeSupervisor:
             "max_concurrency": self.max_concurrency,
             "max_queue": self.max_queue,
             "in_flight": len(self._active),
-            "queued": self._waiting,
+            "queued": len(self._waiters),
             "outcomes": dict(self._outcomes),
             "recent_failures": [vars(f) for f in self._failures],
             "latency_seconds": {

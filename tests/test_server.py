@@ -42,20 +42,25 @@ def test_openai_client_completions_and_chat(server):
     models = client.models.list()
     assert [m.id for m in models.data] == ["tiny-relu2.gguf"]
 
-    done = client.completions.create(model="x", prompt="Hello", max_tokens=8, temperature=0, seed=1)
+    model = "tiny-relu2.gguf"
+    done = client.completions.create(
+        model=model, prompt="Hello", max_tokens=8, temperature=0, seed=1
+    )
     assert done.choices[0].finish_reason in ("stop", "length")
     assert done.usage.completion_tokens <= 8 and done.usage.prompt_tokens == 2
     streamed = client.completions.create(
-        model="x", prompt="Hello", max_tokens=8, temperature=0, stream=True
+        model=model, prompt="Hello", max_tokens=8, temperature=0, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed) == done.choices[0].text
 
     messages = [{"role": "user", "content": "Hi there"}]
-    chat = client.chat.completions.create(model="x", messages=messages, max_tokens=6, temperature=0)
+    chat = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=6, temperature=0
+    )
     assert chat.choices[0].message.role == "assistant"
     chunks = list(
         client.chat.completions.create(
-            model="x", messages=messages, max_tokens=6, temperature=0, stream=True
+            model=model, messages=messages, max_tokens=6, temperature=0, stream=True
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import json
 import logging
+import math
 import signal
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,8 +30,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .model import GenerationResult
+from .errors import ListenError
+from .model import MAX_INT32, MAX_REPEAT_PENALTY, GenerationResult
 from .runtime import BitNetRuntime
 from .supervisor import (
     DeadlineExceededError,
@@ -37,7 +42,7 @@ from .supervisor import (
     SupervisorClosedError,
 )
 
-__all__ = ["ServerConfig", "create_app", "serve"]
+__all__ = ["ServerConfig", "create_app", "listen_socket", "serve"]
 
 ACCESS_LOGGER = logging.getLogger("bitnet.access")
 OPEN_PATHS = frozenset({"/health", "/ready"})
@@ -63,22 +68,53 @@ class ServerConfig:
     retry_after: int = 1
     model_alias: str | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse settings the server would misbehave with (ValueError naming the flag)."""
+        _check_int("--port", self.port, 1, 65535)
+        _check_int("--parallel", self.parallel, 1, 1024)
+        _check_int("--queue", self.queue, 0, 1 << 20)
+        _check_int("--max-body-bytes", self.max_body_bytes, 1, 1 << 40)
+        _check_int("retry_after", self.retry_after, 0, 86400)
+        if self.timeout is not None:
+            _check_float("--timeout", self.timeout, minimum=0.0, open_minimum=True)
+        _check_float("--grace", self.grace, minimum=0.0)
+
+
+def _check_int(flag: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{flag} must be an integer from {low} to {high}, got {value!r}")
+
+
+def _check_float(flag: str, value: object, *, minimum: float, open_minimum: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < minimum or (open_minimum and value == minimum):
+        bound = f"> {minimum:g}" if open_minimum else f">= {minimum:g}"
+        raise ValueError(f"{flag} must be a finite number {bound} seconds, got {value!r}")
+
 
 # -- request and response shapes --------------------------------------------------------------
 
 
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+# Requests are validated strictly: "5" is not a number and 1.0 is not an integer here (the
+# OpenAPI document says so, and a client that sends them learns it from a 422).
+_STRICT = ConfigDict(extra="ignore", strict=True)
 
-    model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
-    temperature: float = Field(default=1.0, ge=0.0, le=100.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=40, ge=0)
-    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(default=1.0, gt=0.0)
+
+class _Sampling(BaseModel):
+    model_config = _STRICT
+
+    model: str | None = Field(
+        default=None,
+        description="the served model's id (GET /v1/models), its file name or stem, or --alias",
+    )
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    temperature: float = Field(default=1.0, ge=0.0, le=100.0, allow_inf_nan=False)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
+    top_k: int = Field(default=40, ge=0, le=MAX_INT32)
+    min_p: float = Field(default=0.05, ge=0.0, le=1.0, allow_inf_nan=False)
+    repeat_penalty: float = Field(default=1.0, gt=0.0, le=MAX_REPEAT_PENALTY, allow_inf_nan=False)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(1 << 63), le=(1 << 64) - 1)
     stream: bool = False
     n: int = Field(default=1, ge=1, le=1, description="only n=1 is supported")
 
@@ -97,22 +133,70 @@ class ChatCompletionRequest(_Sampling):
 
 
 class TokenizeRequest(BaseModel):
+    model_config = _STRICT
+
     content: str
     add_special: bool = True
 
 
 class DetokenizeRequest(BaseModel):
+    model_config = _STRICT
+
     tokens: list[int]
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int | str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error, in the shape OpenAI's API and client libraries use."""
+
+    error: ErrorDetail
+
+
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, kind: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str,
+        headers: dict[str, str] | None = None,
+        *,
+        code: int | str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+        self.code = status if code is None else code
+        self.param = param
 
 
-def _error_body(message: str, kind: str, code: int) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": code}}
+def _error_body(
+    message: str, kind: str, code: int | str, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries of the error statuses a route can answer with."""
+    reasons = {
+        400: "invalid request (bad JSON, text that is not valid Unicode, a prompt too long)",
+        401: "missing or invalid API key (only when keys are configured)",
+        404: "unknown model name (code model_not_found)",
+        411: "a POST body without Content-Length",
+        413: "the request body is larger than --max-body-bytes",
+        422: "a field of the wrong type or out of range",
+        503: "loading, draining, or the queue is full (see Retry-After)",
+        504: "the request's deadline passed before anything was sent",
+    }
+    return {code: {"model": ErrorResponse, "description": reasons[code]} for code in statuses}
+
+
+_POST_ERRORS = (400, 401, 411, 413, 422, 503)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -194,26 +278,54 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.exception_handler(HTTPError)
     async def http_error(request: Request, exc: HTTPError) -> JSONResponse:
-        return JSONResponse(_error_body(exc.message, exc.kind, exc.status), exc.status, exc.headers)
+        return JSONResponse(
+            _error_body(exc.message, exc.kind, exc.code, exc.param), exc.status, exc.headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods, in the same shape as every other error.
+        if exc.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed for {request.url.path}"
+        elif exc.status_code == 400:  # FastAPI could not decode the body at all
+            message = "the request body is not valid JSON (send UTF-8 encoded JSON text)"
+        else:
+            message = str(exc.detail)
+        return JSONResponse(
+            _error_body(message, "invalid_request_error", exc.status_code),
+            exc.status_code,
+            dict(exc.headers or {}),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse(
-                _error_body("the request body is not valid JSON", "invalid_request_error", 400), 400
-            )
+        invalid_json = [e for e in errors if e.get("type") == "json_invalid"]
+        if invalid_json:
+            reason = invalid_json[0].get("ctx", {}).get("error")
+            message = "the request body is not valid JSON" + (f" ({reason})" if reason else "")
+            return JSONResponse(_error_body(message, "invalid_request_error", 400), 400)
+        fields = [".".join(str(p) for p in e["loc"][1:]) for e in errors]
         detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors
+            f"{f or 'body'}: {e['msg']}" for f, e in zip(fields, errors, strict=True)
         )
-        return JSONResponse(_error_body(detail, "invalid_request_error", 422), 422)
+        param = (fields[0] or None) if fields else None
+        return JSONResponse(_error_body(detail, "invalid_request_error", 422, param), 422)
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        # Our library raises ValueError only for bad input (a lone surrogate in the text, a
+        # token id outside the vocabulary, ...): the request is at fault, not the server.
+        return JSONResponse(_error_body(str(exc), "invalid_request_error", 400), 400)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         logging.getLogger("bitnet.server").exception("request %s failed", request.state.request_id)
         return JSONResponse(_error_body("internal error", "server_error", 500), 500)
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "loading, or the model failed to load"}})
     async def health() -> JSONResponse:
         if state.loading_error:
             return JSONResponse({"status": "error", "error": state.loading_error}, 503)
@@ -221,7 +333,7 @@ def create_app(config: ServerConfig) -> FastAPI:
             return JSONResponse({"status": "loading"}, 503)
         return JSONResponse({"status": "ok"})
 
-    @app.get("/ready")
+    @app.get("/ready", responses={503: {"description": "loading, draining or the queue is full"}})
     async def ready() -> JSONResponse:
         sup = state.supervisor
         if sup is None:
@@ -232,11 +344,21 @@ def create_app(config: ServerConfig) -> FastAPI:
             return JSONResponse({"ready": False, "reason": "queue full"}, 503)
         return JSONResponse({"ready": True})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition",
+                "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}},
+            },
+            **_responses(401),
+        },
+    )
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_responses(401))
     async def models() -> dict[str, Any]:
         return {
             "object": "list",
@@ -245,21 +367,19 @@ def create_app(config: ServerConfig) -> FastAPI:
             ],
         }
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", responses=_responses(*_POST_ERRORS))
     async def tokenize(body: TokenizeRequest) -> dict[str, Any]:
         model = _supervisor(state).model
         return {"tokens": model.tokenize(body.content, add_bos=body.add_special, special=True)}
 
-    @app.post("/detokenize")
+    @app.post("/detokenize", responses=_responses(*_POST_ERRORS))
     async def detokenize(body: DetokenizeRequest) -> dict[str, Any]:
         model = _supervisor(state).model
-        try:
-            return {"content": model.detokenize(body.tokens)}
-        except ValueError as exc:
-            raise HTTPError(400, str(exc), "invalid_request_error") from None
+        return {"content": model.detokenize(body.tokens)}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=_responses(*_POST_ERRORS, 404, 504))
     async def completions(body: CompletionRequest, request: Request) -> Response:
+        _check_model_name(config, body.model)
         sup = _supervisor(state)
         tokens = (
             sup.model.tokenize(body.prompt, special=True)
@@ -268,16 +388,38 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         return await _generate(request, state, metrics, "completions", body, tokens, chat=False)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=_responses(*_POST_ERRORS, 404, 504))
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        _check_model_name(config, body.model)
         sup = _supervisor(state)
-        try:
-            tokens = sup.model._chat_prompt([m.model_dump() for m in body.messages])
-        except ValueError as exc:
-            raise HTTPError(400, str(exc), "invalid_request_error") from None
+        tokens = sup.model._chat_prompt([m.model_dump() for m in body.messages])
         return await _generate(request, state, metrics, "chat", body, tokens, chat=True)
 
     return app
+
+
+def _model_names(config: ServerConfig) -> set[str]:
+    """The names a request's ``model`` may use for the one model this server serves."""
+    from pathlib import Path
+
+    path = Path(config.model)
+    names = {path.name, path.stem}
+    if config.model_alias:
+        names.add(config.model_alias)
+    return names
+
+
+def _check_model_name(config: ServerConfig, name: str | None) -> None:
+    if name is None or name in _model_names(config):
+        return
+    raise HTTPError(
+        404,
+        f"The model `{name}` does not exist: this server serves `{_model_id(config)}` "
+        "(see GET /v1/models)",
+        "invalid_request_error",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def _version() -> str:
@@ -413,6 +555,7 @@ async def _load(state: _State) -> None:
             n_ctx=c.ctx_size,
             n_batch=c.batch_size,
             kernels=c.kernels,
+            slots=c.parallel,
         )
         sup = RuntimeSupervisor(
             runtime, max_concurrency=c.parallel, max_queue=c.queue, timeout=c.timeout
@@ -466,18 +609,40 @@ def _sampling(body: _Sampling, tokens: list[int], n_ctx: int) -> dict[str, Any]:
     }
 
 
-async def _next_item(items: AsyncIterator[Any], request: Request) -> Any:
-    """The next item, abandoned (cancelling the generation) if the client goes away first."""
-    task = asyncio.ensure_future(items.__anext__())
+class _ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns as soon as the client closes the connection.
+
+    After the body has been read, the server's ``receive`` waits until the connection is lost
+    (or the response is complete) and then says ``http.disconnect``: no polling interval.
+    """
     while True:
-        done, _ = await asyncio.wait({task}, timeout=0.1)
-        if done:
-            return task.result()
-        if await request.is_disconnected():
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-            raise asyncio.CancelledError
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Await ``work`` (a coroutine); if the client goes away first, cancel it (which cancels
+    the generation and frees its slot) and raise _ClientGone."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler itself was cancelled (shutdown)
+        task.cancel()
+        watcher.cancel()
+        raise
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task  # the supervisor has cancelled the native work when this returns
+    raise _ClientGone
 
 
 async def _generate(
@@ -497,13 +662,18 @@ async def _generate(
     created = int(time.time())
     rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
     model_id = _model_id(state.config)
-    try:
+
+    async def first_item() -> Any:
         # A non-streamed answer waits for the result; a stream only for its first piece, so
         # that an error before anything was sent can still be an HTTP status.
-        item = await _next_item(items, request)
+        item = await items.__anext__()
         metrics.ttft.observe(time.perf_counter() - t0)
         while not body.stream and not isinstance(item, GenerationResult):
-            item = await _next_item(items, request)
+            item = await items.__anext__()
+        return item
+
+    try:
+        item = await _unless_disconnected(request, first_item())
     except (QueueFullError, SupervisorClosedError) as exc:
         await items.aclose()
         metrics.requests.labels(endpoint, "rejected").inc()
@@ -518,10 +688,10 @@ async def _generate(
         await items.aclose()
         metrics.requests.labels(endpoint, "error").inc()
         raise HTTPError(400, str(exc), "invalid_request_error") from None
-    except asyncio.CancelledError:
+    except _ClientGone:
         metrics.requests.labels(endpoint, "cancelled").inc()
         await items.aclose()
-        return Response(status_code=499)
+        return Response(status_code=499)  # nobody reads it; the access log records the status
 
     def finished(result: GenerationResult) -> None:
         metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
@@ -567,6 +737,12 @@ async def _generate(
         except DeadlineExceededError as exc:
             outcome = "timeout"
             yield json.dumps(_error_body(str(exc), "timeout", 504))
+        except Exception as exc:  # the status line is long gone: say it in the stream
+            outcome = "error"
+            logging.getLogger("bitnet.server").exception(
+                "stream %s failed", request.state.request_id
+            )
+            yield json.dumps(_error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
         finally:
             await items.aclose()
             if outcome != "done":
@@ -652,8 +828,42 @@ def _finish(result: GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def serve(config: ServerConfig, *, log_format: str = "json", log_level: str = "info") -> int:
-    """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a clean drain)."""
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, or ListenError saying why not and what
+    to change. Binding before the model loads makes a busy port fail at once."""
+    where = f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ListenError(f"cannot listen on {where}: {exc}; check --host") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            hint = "another process uses this port: choose another --port or stop that process"
+        elif exc.errno == errno.EACCES:
+            hint = "ports below 1024 need privileges: choose a --port from 1024 up"
+        else:
+            hint = "check --host and --port"
+        raise ListenError(f"cannot listen on {where}: {exc.strerror}; {hint}") from None
+    return sock
+
+
+def serve(
+    config: ServerConfig,
+    *,
+    log_format: str = "json",
+    log_level: str = "info",
+    sock: socket.socket | None = None,
+) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit code (0 after a clean drain).
+    ``sock``: an already listening socket (see :func:`listen_socket`); default: bind one for
+    ``config.host``/``config.port`` (ListenError when that fails)."""
     import uvicorn
 
     from .events import JsonLinesFormatter
@@ -682,5 +892,8 @@ def serve(config: ServerConfig, *, log_format: str = "json", log_level: str = "i
         )
     )
     app.state.bitnet.uvicorn_server = server
-    server.run()
+    if sock is None:
+        sock = listen_socket(config.host, config.port)
+    with sock:
+        server.run(sockets=[sock])
     return 0

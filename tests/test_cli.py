@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -145,8 +146,9 @@ def test_bench_json():
 
 def test_help_lists_commands_and_exit_codes():
     proc = bitnet("--help")
-    for word in ("run", "diagnose", "bench", "generate-model", "exit codes", "130 interrupted"):
+    for word in ("run", "diagnose", "bench", "generate-model", "exit codes"):
         assert word in proc.stdout
+    assert re.search(r"130 +interrupted", proc.stdout)
     proc = bitnet("run", "--help")
     for flag in (
         "--threads",
@@ -201,3 +203,134 @@ def test_threads_auto_in_plan(tiny_relu2):
     proc = bitnet("run", "-m", str(tiny_relu2), "--dry-run", "--json")
     plan = json.loads(proc.stdout)["plan"]
     assert 1 <= plan["threads"] <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "1000000000000"], "top_k must be an integer from 0 to 2147483647"),
+        (["-n", "2147483648"], "max_tokens must be an integer from 0 to 2147483647"),
+        (["--repeat-penalty", "inf"], "repeat_penalty must be a finite number"),
+        (["--temperature", "nan"], "temperature must be a finite number"),
+        (["--stop", os.fsdecode(b"\xff")], "stop is not valid Unicode"),
+        (["-p", os.fsdecode(b"caf\xe9")], "--prompt is not valid Unicode: it has a lone surrogate"),
+    ],
+)
+def test_out_of_range_and_undecodable_arguments_exit_2(tiny_relu2, args, message):
+    base = ["run", "-m", str(tiny_relu2), "-t", "1"]
+    proc = bitnet(*base, *(["-p", "hi"] if "-p" not in args else []), *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_undecodable_prompt_names_the_byte(tiny_relu2):
+    proc = bitnet("run", "-m", str(tiny_relu2), "-p", os.fsdecode(b"caf\xe9"))
+    assert "the byte 0xE9 of input that was not UTF-8" in proc.stderr
+
+
+def test_a_conversation_skips_a_line_that_is_not_utf8(tiny_relu2):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bitnet", "run", "-m", str(tiny_relu2), "--conversation", "-n", "3"],
+        input=b"caf\xe9\nHello\n",
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b"not UTF-8 text (byte 0xe9 at 3); it was not sent" in proc.stderr
+    assert len(proc.stdout.strip(b"\n").split(b"\n")) == 1  # one reply: to "Hello"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-n", "0"], "--n-gen must be an integer from 1"),
+        (["-r", "0"], "--repeats must be an integer from 1"),
+        (["-p", "0"], "--n-prompt must be an integer from 1"),
+        (["-t", "0"], "--threads must be from 1 to 1024"),
+    ],
+)
+def test_bench_refuses_empty_runs(tiny_relu2, args, message):
+    proc = bitnet("bench", "-m", str(tiny_relu2), *args)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_output_closed_early_stops_quietly_with_141(tiny_relu2):
+    args = ["run", "-m", str(tiny_relu2), "-t", "1", "-p", "Hi", "-n", "3000", "--temp", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bitnet", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout.read(10)  # what `| head -c 10` reads, then it exits
+    proc.stdout.close()
+    with proc.stderr:
+        err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err
+
+
+def test_dry_run_reports_a_truncated_model(tmp_path: Path, tiny_relu2):
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(tiny_relu2.read_bytes()[:-4096])
+    proc = bitnet("run", "-m", str(cut), "--dry-run")
+    assert proc.returncode == 5 and "is truncated" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+def test_run_checks_the_expected_sha256(tiny_relu2):
+    proc = bitnet("run", "-m", str(tiny_relu2), "-p", "hi", "-n", "1", "--sha256", "0" * 64)
+    assert proc.returncode == 3 and "sha256 of" in proc.stderr and "expected 000" in proc.stderr
+
+
+def test_generate_model_does_not_overwrite_without_force(tmp_path: Path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"precious")
+    proc = bitnet("generate-model", str(path))
+    assert proc.returncode == 2 and "exists; pass --force" in proc.stderr
+    assert path.read_bytes() == b"precious"
+    assert bitnet("generate-model", str(path), "--force").returncode == 0
+    assert path.read_bytes()[:4] == b"GGUF"
+
+
+def test_ctrl_c_while_the_extension_loads_exits_130_quietly(tiny_relu2):
+    code = (
+        "import sys, importlib.abc\n"
+        "class Interrupt(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'bitnet._core':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from bitnet.cli import main\n"
+        f"sys.exit(main(['run', '-m', {str(tiny_relu2)!r}, '-p', 'hi']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 130, proc.stderr
+    assert "interrupted" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--queue", "-1", "--queue must be an integer from 0"),
+        ("--timeout", "-1", "--timeout must be a finite number > 0"),
+        ("--max-body-bytes", "-1", "--max-body-bytes must be an integer from 1"),
+        ("--grace", "-5", "--grace must be a finite number >= 0"),
+        ("--parallel", "0", "--parallel must be an integer from 1"),
+        ("--port", "70000", "--port must be an integer from 1 to 65535"),
+    ],
+)
+def test_serve_refuses_bad_settings(tiny_relu2, flag, value, message):
+    proc = bitnet("serve", "-m", str(tiny_relu2), flag, value, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_serve_on_a_busy_port_exits_2_before_loading(tiny_relu2):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = bitnet("serve", "-m", str(tiny_relu2), "--port", str(port), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert "choose another --port" in proc.stderr and "Traceback" not in proc.stderr

@@ -111,7 +111,7 @@ def test_component_without_srd_entry_fails(repo: Path):
 
 
 def test_srd_entry_for_removed_component_fails(repo: Path):
-    edit(repo / "python/bitnet/server.py", '@app.post("/detokenize")', '@app.post("/untokenize")')
+    edit(repo / "python/bitnet/server.py", '@app.post("/detokenize"', '@app.post("/untokenize"')
     proc = check(repo)
     assert "endpoint POST /detokenize is documented but no longer exists" in proc.stderr
     assert "endpoint POST /untokenize exists in the code but has no SRD entry" in proc.stderr

@@ -3,25 +3,61 @@
 >>> import bitnet
 >>> m = bitnet.Model("tiny.gguf")           # python -m bitnet generate-model tiny.gguf
 >>> m.generate("Hello", max_tokens=16, seed=0).text
+
+The native extension (and numpy) load on first use of a name that needs them, not at
+``import bitnet``: the command line starts fast, and a Ctrl-C while it starts is an ordinary
+interruption. A broken installation is reported then, as :class:`NativeExtensionError`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from ._native import _core
-from .chat import BUILTIN_CHAT_TEMPLATE
-from .errors import BitNetError, EngineError, ModelLoadError, NativeExtensionError
-from .model import GenerationResult, Model, TextStream, Timings, Usage
+from .errors import BitNetError, EngineError, ListenError, ModelLoadError, NativeExtensionError
 
-__version__: str = _core.__version__
+if TYPE_CHECKING:
+    from .chat import BUILTIN_CHAT_TEMPLATE
+    from .model import GenerationResult, Model, TextStream, Timings, Usage
+
+    __version__: str
 
 # Native log lines arrive on "bitnet.native"; stay quiet unless the application configures logging.
 logging.getLogger("bitnet").addHandler(logging.NullHandler())
 
+# Public names that live in modules which import the extension, by module.
+_LAZY = {
+    "BUILTIN_CHAT_TEMPLATE": ".chat",
+    "GenerationResult": ".model",
+    "Model": ".model",
+    "TextStream": ".model",
+    "Timings": ".model",
+    "Usage": ".model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from ._native import _core
+
+        return _core.__version__
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bitnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups do not come here again
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 def build_info() -> dict[str, str]:
     """Versions of bitnet's extension and of the llama.cpp/ggml build it links to."""
+    from ._native import _core
+
     return dict(_core.build_info())
 
 
@@ -30,6 +66,7 @@ __all__ = [
     "BitNetError",
     "EngineError",
     "GenerationResult",
+    "ListenError",
     "Model",
     "ModelLoadError",
     "NativeExtensionError",

@@ -57,5 +57,9 @@ def render_chat(
             eos_token=eos_token,
             add_generation_prompt=add_generation_prompt,
         )
-    except jinja2.TemplateError as exc:
+    except ValueError:
+        raise  # raise_exception() in the template, or our own checks: already says what is wrong
+    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, RecursionError) as exc:
+        # The template comes from the model file; whatever it does wrong is a bad request for
+        # these messages, not a crash of the caller.
         raise ValueError(f"the model's chat template could not be rendered: {exc}") from exc

@@ -18,25 +18,36 @@ from typing import Any
 
 __all__ = ["EXIT_CODES", "build_parser", "main"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_CPU, EXIT_PROBLEMS, EXIT_INTERRUPTED = (
-    0,
-    1,
-    2,
-    3,
-    4,
-    5,
-    130,
-)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MODEL, EXIT_CPU, EXIT_PROBLEMS = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE, as a shell says
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_ERROR: "engine or runtime failure",
-    EXIT_USAGE: "bad arguments or values",
-    EXIT_MODEL: "model file missing, unreadable, truncated or unsupported",
+    EXIT_USAGE: "bad arguments or values (serve: also an address it cannot listen on)",
+    EXIT_MODEL: "model file missing, unreadable, truncated, damaged or unsupported",
     EXIT_CPU: "this CPU lacks an instruction set the native libraries need",
     EXIT_PROBLEMS: "a dry run or diagnostics found problems",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_BROKEN_PIPE: "standard output was closed early (e.g. piped into head)",
 }
-_EPILOG = "exit codes: " + "; ".join(f"{code} {text}" for code, text in EXIT_CODES.items())
+# The exit codes each command can end with (tools/check_docs_sync.py holds the docs to them).
+_COMMON_EXITS = (EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED)
+COMMAND_EXIT_CODES: dict[str, tuple[int, ...]] = {
+    "run": (*_COMMON_EXITS, EXIT_MODEL, EXIT_CPU, EXIT_PROBLEMS, EXIT_BROKEN_PIPE),
+    "diagnose": (*_COMMON_EXITS, EXIT_MODEL, EXIT_CPU, EXIT_PROBLEMS),
+    "bench": (*_COMMON_EXITS, EXIT_MODEL, EXIT_CPU),
+    "setup": (*_COMMON_EXITS, EXIT_MODEL, EXIT_CPU),
+    "serve": (*_COMMON_EXITS, EXIT_MODEL, EXIT_CPU),
+    "inspect": (*_COMMON_EXITS, EXIT_MODEL),
+    "convert": (*_COMMON_EXITS, EXIT_MODEL),
+    "generate-model": _COMMON_EXITS,
+}
+
+
+def _epilog(command: str | None = None) -> str:
+    """The exit codes of ``command`` (all of them for the top-level help), one per line."""
+    codes = COMMAND_EXIT_CODES[command] if command else EXIT_CODES
+    return "exit codes:\n" + "\n".join(f"  {code:<4} {EXIT_CODES[code]}" for code in sorted(codes))
 
 
 def _threads(value: str) -> int | str:
@@ -101,15 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bitnet",
         description="Run BitNet b1.58 ternary language models on CPU.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
         "run",
+        epilog=_epilog("run"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="generate text from a prompt (or chat with --conversation)",
         description="Generate text, streamed to the terminal as it comes.",
-        epilog=_EPILOG,
     )
     _add_runtime_args(run, model_required=True)
     run.add_argument("-p", "--prompt", help="the prompt (with --conversation: a first message)")
@@ -136,9 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     diag = sub.add_parser(
         "diagnose",
+        epilog=_epilog("diagnose"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="check this machine and a model file",
         description="Report the build, CPU, memory, model file and problems.",
-        epilog=_EPILOG,
     )
     _add_runtime_args(diag, model_required=False)
     diag.add_argument(
@@ -148,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser(
         "bench",
+        epilog=_epilog("bench"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="quick prompt/generation tokens/s measurement",
         description="Median pp/tg tokens/s of BitNetEngine on a model (or on a generated one).",
     )
@@ -169,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     setup = sub.add_parser(
         "setup",
+        epilog=_epilog("setup"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="set up a model: check, acquire, convert, verify, warm up (resumable)",
         description="The bootstrapper (same as setup_env.py): environment check, model "
         "acquisition (--from PATH or the Hugging Face hub), conversion to the fast format, "
         "verification and warm-up, each recorded in <cache-dir>/bootstrap-state.json so a "
         "rerun skips finished stages.",
-        epilog=_EPILOG,
     )
     from .bootstrap import add_arguments as _setup_arguments
 
@@ -183,10 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser(
         "serve",
+        epilog=_epilog("serve"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="OpenAI-compatible HTTP server",
         description="Serve /v1/completions, /v1/chat/completions, /v1/models, "
         "/tokenize, /detokenize, /health, /ready and /metrics.",
-        epilog=_EPILOG,
     )
     srv.add_argument("-m", "--model", required=True, help="GGUF model file")
     srv.add_argument(
@@ -253,10 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser(
         "inspect",
+        epilog=_epilog("inspect"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="show a GGUF file's metadata and tensor table",
         description="Architecture, shapes, tensor types, tokenizer and chat "
         "template of a GGUF file (official I2_S files included).",
-        epilog=_EPILOG,
     )
     ins.add_argument("path", help="GGUF file")
     ins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -264,11 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser(
         "convert",
+        epilog=_epilog("convert"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="convert between BitNet GGUF layouts",
         description="Official I2_S GGUF <-> the project's format (arch bitnet, "
         "TQ2_0/TQ1_0). The output is written to DST.tmp and renamed at the end; "
         "the input is never modified.",
-        epilog=_EPILOG,
     )
     conv.add_argument("src", help="input GGUF file, or a Hugging Face checkpoint folder")
     conv.add_argument("dst", help="output GGUF file")
@@ -289,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser(
         "generate-model",
+        epilog=_epilog("generate-model"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         help="write a BitNet GGUF with random ternary weights (for tests and benchmarks)",
         description="Write a real-format BitNet GGUF (arch 'bitnet') with random ternary "
         "weights and a small byte-level BPE vocabulary. The text it generates is nonsense; "
@@ -320,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a separate output.weight instead of tying it to the embedding",
     )
     gen.add_argument("--layers", type=int, default=None, help="override the number of layers")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing file")
     gen.set_defaults(func=_generate_model)
     return parser
 
@@ -330,14 +353,17 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(args: argparse.Namespace) -> None:
     from .events import JsonLinesFormatter
 
+    root = logging.getLogger("bitnet")
+    for old in [h for h in root.handlers if getattr(h, "_bitnet_cli", False)]:
+        root.removeHandler(old)  # main() may run more than once in a process (tests, notebooks)
     handler = logging.StreamHandler(sys.stderr)
+    handler._bitnet_cli = True  # type: ignore[attr-defined]
     if args.log_format == "json":
         handler.setFormatter(JsonLinesFormatter())
         level = logging.DEBUG if args.verbose else logging.INFO
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         level = logging.DEBUG if args.verbose else logging.WARNING
-    root = logging.getLogger("bitnet")
     root.addHandler(handler)
     root.setLevel(level)
     # Native lines are chatty: only with --verbose.
@@ -374,6 +400,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.prompt is None and not args.conversation:
         raise ValueError("--prompt is required (or use --conversation, --dry-run, --diagnostics)")
+    if args.prompt is not None:
+        _check_text(args.prompt, "--prompt")
     sampling = dict(
         max_tokens=args.n_predict,
         temperature=args.temperature,
@@ -400,6 +428,14 @@ def _run(args: argparse.Namespace) -> int:
         model.close()
 
 
+def _check_text(text: str, flag: str) -> None:
+    """Arguments and stdin come as bytes; Python keeps the ones that are not UTF-8 as lone
+    surrogates. Such text is refused (exit 2) rather than silently changed."""
+    from ._native import _core
+
+    _core.check_text(text, flag)
+
+
 def _stream_to_terminal(model: Any, prompt: Any, sampling: dict[str, Any]) -> int:
     from .runtime import run_generation
 
@@ -418,6 +454,9 @@ def _stream_to_terminal(model: Any, prompt: Any, sampling: dict[str, Any]) -> in
         sys.stdout.write("\n")
         print("[interrupted]", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        stream.close()  # nobody reads the rest: stop generating it
+        raise
     sys.stdout.write("\n")
     return EXIT_OK
 
@@ -435,13 +474,22 @@ def _conversation(model: Any, first: str | None, sampling: dict[str, Any]) -> in
                 if interactive:
                     sys.stdout.write("> ")
                     sys.stdout.flush()
-                line = sys.stdin.readline()
+                raw = sys.stdin.buffer.readline()
             except KeyboardInterrupt:
                 sys.stdout.write("\n")
                 return EXIT_INTERRUPTED
-            if not line:
+            if not raw:
                 return EXIT_OK
-            line = line.rstrip("\n")
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                # One bad line does not end the chat; nothing is sent for it.
+                print(
+                    f"[this line is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                    f"{exc.start}); it was not sent]",
+                    file=sys.stderr,
+                )
+                continue
             if not line.strip():
                 continue
         messages.append({"role": "user", "content": line})
@@ -501,6 +549,16 @@ def _bench(args: argparse.Namespace) -> int:
     from .model import Model
     from .testing import generate_model
 
+    for flag, value, low in (
+        ("--n-prompt", args.n_prompt, 1),
+        ("--n-gen", args.n_gen, 1),
+        ("--repeats", args.repeats, 1),
+    ):
+        if not low <= value <= 1 << 20:
+            raise ValueError(f"{flag} must be an integer from {low} to {1 << 20}, got {value}")
+    for threads in args.threads:
+        if not 1 <= threads <= 1024:
+            raise ValueError(f"--threads must be from 1 to 1024, got {threads}")
     with tempfile.TemporaryDirectory() as tmp:
         path = args.model
         if path is None:
@@ -544,6 +602,10 @@ def _bench(args: argparse.Namespace) -> int:
 def _generate_model(args: argparse.Namespace) -> int:
     from .testing import generate_model
 
+    if Path(args.path).exists() and not args.force:
+        raise ValueError(f"'{args.path}' exists; pass --force to overwrite it")
+    if args.layers is not None and not 1 <= args.layers <= 1024:
+        raise ValueError(f"--layers must be from 1 to 1024, got {args.layers}")
     t0 = time.perf_counter()
     path = generate_model(
         args.path,
@@ -578,10 +640,6 @@ def _serve(args: argparse.Namespace) -> int:
             for line in Path(args.api_key_file).read_text().splitlines()
             if line.strip() and not line.startswith("#")
         ]
-    if args.parallel < 1:
-        raise ValueError(f"--parallel must be >= 1, got {args.parallel}")
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be from 1 to 65535, got {args.port}")
     config = ServerConfig(
         model=args.model,
         host=args.host,
@@ -601,7 +659,9 @@ def _serve(args: argparse.Namespace) -> int:
         model_alias=args.alias,
     )
     from .runtime import BitNetRuntime
+    from .server import listen_socket
 
+    # Fail fast, before the model loads: a bad model or a busy port is known at once.
     BitNetRuntime(
         args.model,
         threads=args.threads,
@@ -609,8 +669,10 @@ def _serve(args: argparse.Namespace) -> int:
         n_ctx=args.ctx_size,
         n_batch=args.batch_size,
         kernels=args.kernels,
-    ).validate()  # fail fast
-    return serve(config, log_format=args.log_format)
+        slots=args.parallel,
+    ).validate()
+    sock = listen_socket(config.host, config.port)
+    return serve(config, log_format=args.log_format, sock=sock)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -709,28 +771,55 @@ def _result_dict(result: Any) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import ModelLoadError
-    from .runtime import UnsupportedCPUError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return _dispatch(args)
+    except KeyboardInterrupt:  # also while the extension and numpy are still importing
         print("\n[interrupted]", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .errors import ListenError, ModelLoadError
+    from .runtime import UnsupportedCPUError
+
+    try:
+        return int(args.func(args))
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
     except ModelLoadError as exc:
-        print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_MODEL
+        return _fail(args, exc, EXIT_MODEL)
     except UnsupportedCPUError as exc:
-        print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_CPU
-    except (ValueError, OSError) as exc:
-        print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, exc, EXIT_CPU)
+    except (ValueError, TypeError, ListenError) as exc:
+        return _fail(args, exc, EXIT_USAGE)
+    except OSError as exc:
+        return _fail(args, exc, EXIT_USAGE)
     except Exception as exc:
         print(f"bitnet {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, code: int) -> int:
+    print(f"bitnet {args.command}: error: {exc}", file=sys.stderr)
+    return code
+
+
+def _stdout_closed() -> int:
+    """The reader of our output went away (``bitnet run ... | head``): stop quietly, as a
+    program killed by SIGPIPE would, without a traceback or an error about flushing."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real stdout to redirect (an embedding, a test)
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

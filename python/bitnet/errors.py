@@ -6,7 +6,13 @@ and ``except ValueError`` around bad arguments keep working.
 
 from __future__ import annotations
 
-__all__ = ["BitNetError", "EngineError", "ModelLoadError", "NativeExtensionError"]
+__all__ = [
+    "BitNetError",
+    "EngineError",
+    "ListenError",
+    "ModelLoadError",
+    "NativeExtensionError",
+]
 
 
 class BitNetError(Exception):
@@ -23,3 +29,7 @@ class EngineError(BitNetError, RuntimeError):
 
 class NativeExtensionError(BitNetError, ImportError):
     """The compiled extension ``bitnet._core`` (or a library it needs) could not be loaded."""
+
+
+class ListenError(BitNetError, OSError):
+    """The server cannot listen on its address (port in use, not permitted, unknown host)."""

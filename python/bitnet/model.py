@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +15,7 @@ import numpy as np
 
 from ._native import _core
 from .chat import render_chat
+from .cpu import MAX_THREADS, default_threads
 from .errors import EngineError, ModelLoadError
 
 __all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage", "validate_sampling"]
@@ -74,7 +76,8 @@ class GenerationResult:
 
 # Beyond these the native sizes overflow long before memory runs out.
 MAX_CONTEXT = 1 << 24
-MAX_THREADS = 1024
+# Token counts and top_k are 32-bit ints in the engine.
+MAX_INT32 = (1 << 31) - 1
 
 
 def _positive_int(name: str, value: object, maximum: int) -> int:
@@ -85,21 +88,15 @@ def _positive_int(name: str, value: object, maximum: int) -> int:
     return int(value)
 
 
-def _default_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 class Model:
     """A BitNet b1.58 (or any llama.cpp-supported) GGUF model, run in-process.
 
     Arguments:
         path: the ``.gguf`` file.
         n_ctx: context size in tokens (KV cache size).
-        n_threads: threads for generation (one token per step); default: the CPUs this
-            process may use.
+        n_threads: threads for generation (one token per step); default: one per physical
+            core this process may use (its affinity mask and cgroup quota), the policy of
+            ``BitNetRuntime(threads="auto")``.
         n_threads_batch: threads for prompt processing; default: ``n_threads``.
         n_batch: most prompt tokens processed in one step.
         seed: default sampling seed for calls that pass none (None: a fresh random seed each call).
@@ -137,7 +134,7 @@ class Model:
         n_ctx = _positive_int("n_ctx", n_ctx, MAX_CONTEXT)
         n_batch = _positive_int("n_batch", n_batch, MAX_CONTEXT)
         if n_threads is None:
-            n_threads = _default_threads()
+            n_threads = default_threads()
         n_threads = _positive_int("n_threads", n_threads, MAX_THREADS)
         if n_threads_batch is None:
             n_threads_batch = n_threads
@@ -155,6 +152,8 @@ class Model:
             )
         self.path = path
         self.seed = seed
+        self.n_threads = n_threads
+        self.n_threads_batch = n_threads_batch
         options = dict(
             engine=engine,
             n_ctx=n_ctx,
@@ -242,9 +241,13 @@ class Model:
         return self._native.logits(self._check_tokens(tokens))
 
     def _check_tokens(self, tokens: Sequence[int]) -> list[int]:
-        if isinstance(tokens, str | bytes):
-            raise TypeError("tokens must be a sequence of token ids, not text")
-        ids = [int(t) for t in tokens]
+        if isinstance(tokens, str | bytes) or not isinstance(tokens, Iterable):
+            raise TypeError(f"tokens must be a sequence of token ids, not {type(tokens).__name__}")
+        ids = []
+        for t in tokens:
+            if isinstance(t, bool | np.bool_) or not isinstance(t, int | np.integer):
+                raise TypeError(f"token ids must be integers, got {t!r}")
+            ids.append(int(t))
         n_vocab = self.n_vocab
         for t in ids:
             if not 0 <= t < n_vocab:
@@ -372,10 +375,10 @@ class Model:
             seed = self.seed if self.seed is not None else random.getrandbits(32)
         return native.start(
             tokens,
-            max_tokens=max_tokens,
+            max_tokens=int(max_tokens),
             temperature=float(temperature),
             top_p=float(top_p),
-            top_k=top_k,
+            top_k=int(top_k),
             min_p=float(min_p),
             repeat_penalty=float(repeat_penalty),
             repeat_last_n=64,
@@ -418,24 +421,53 @@ def validate_sampling(
     repeat_penalty: float,
     stop: str | Sequence[str] | None,
 ) -> list[str]:
-    """Check sampling arguments (ValueError naming the value and the allowed range); returns
-    the stop strings as a list."""
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
-        raise ValueError(f"max_tokens must be an integer >= 0, got {max_tokens!r}")
-    if not 0.0 <= float(temperature) <= 100.0:
+    """Check sampling arguments (ValueError naming the value and the allowed range, TypeError
+    for a value of the wrong type); returns the stop strings as a list."""
+    if not _is_int(max_tokens) or not 0 <= max_tokens <= MAX_INT32:
+        raise ValueError(f"max_tokens must be an integer from 0 to {MAX_INT32}, got {max_tokens!r}")
+    if not 0.0 <= _number("temperature", temperature) <= 100.0:
         raise ValueError(f"temperature must be in [0, 100], got {temperature!r}")
-    if not 0.0 < float(top_p) <= 1.0:
+    if not 0.0 < _number("top_p", top_p) <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k!r}")
-    if not 0.0 <= float(min_p) <= 1.0:
+    if not _is_int(top_k) or not 0 <= top_k <= MAX_INT32:
+        raise ValueError(
+            f"top_k must be an integer from 0 to {MAX_INT32} (0 disables it), got {top_k!r}"
+        )
+    if not 0.0 <= _number("min_p", min_p) <= 1.0:
         raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
-    if not float(repeat_penalty) > 0.0:
-        raise ValueError(f"repeat_penalty must be > 0 (1.0 disables it), got {repeat_penalty!r}")
+    if not 0.0 < _number("repeat_penalty", repeat_penalty) <= MAX_REPEAT_PENALTY:
+        raise ValueError(
+            f"repeat_penalty must be in (0, {MAX_REPEAT_PENALTY:g}] (1.0 disables it), "
+            f"got {repeat_penalty!r}"
+        )
+    if stop is not None and not isinstance(stop, str | list | tuple):
+        raise TypeError(f"stop must be a string or a list of strings, not {type(stop).__name__}")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if any(not isinstance(s, str) or not s for s in stops):
         raise ValueError("stop must be a non-empty string or a list of non-empty strings")
+    for s in stops:
+        _core.check_text(s, "stop")
     return stops
+
+
+# Larger penalties only push logits past float range; the engine takes floats.
+MAX_REPEAT_PENALTY = 1e6
+
+
+def _is_int(value: object) -> bool:
+    return not isinstance(value, bool | np.bool_) and isinstance(value, int | np.integer)
+
+
+def _number(name: str, value: object) -> float:
+    """``value`` as a finite float; TypeError for non-numbers, ValueError for nan/inf."""
+    if isinstance(value, bool | np.bool_ | str | bytes) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return number
 
 
 def _seed(seed: object) -> int:

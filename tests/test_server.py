@@ -98,7 +98,7 @@ def test_tokenize_detokenize_and_request_id(server):
     [
         (b"{not json", 400, "not valid JSON"),
         (b'{"prompt": "Hi", "temperature": -1}', 422, "temperature"),
-        (b'{"prompt": ""}', 422, "prompt"),
+        (b'{"prompt": []}', 422, "prompt"),
         (b'{"max_tokens": 3}', 422, "prompt: Field required"),
         (b'{"prompt": "Hi", "max_tokens": 100000}', 400, "more than the context of 4096 tokens"),
         (b'{"prompt": [1, 2, 99999]}', 400, "outside the vocabulary"),

@@ -48,7 +48,10 @@ LlamaEngine::LlamaEngine(const std::string& path, const EngineConfig& config)
     throw EngineError("llama.cpp could not create a context for '" + path + "' with n_ctx=" +
                       std::to_string(config_.n_ctx) + "; lower n_ctx");
   }
+  // libllama adjusts both (n_batch is clamped to n_ctx): decode in the chunks it accepts, or
+  // it asserts (n_tokens_all <= n_batch) and aborts.
   config_.n_ctx = static_cast<int>(llama_n_ctx(ctx_));
+  config_.n_batch = static_cast<int>(std::min(llama_n_batch(ctx_), llama_n_ubatch(ctx_)));
   n_vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model_.get()));
 }
 

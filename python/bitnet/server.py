@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,7 +28,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -95,9 +95,24 @@ def _check_float(flag: str, value: object, *, minimum: float, open_minimum: bool
 # -- request and response shapes --------------------------------------------------------------
 
 
-# Requests are validated strictly: "5" is not a number and 1.0 is not an integer here (the
-# OpenAPI document says so, and a client that sends them learns it from a 422).
+# Requests are validated strictly: "5" is not a number and 1.5 is not an integer (a client that
+# sends them learns it from a 422). JSON Schema, which the OpenAPI document speaks, counts 2.0
+# as an integer, so integer fields take it, as the document promises.
 _STRICT = ConfigDict(extra="ignore", strict=True)
+
+
+def _integral_float(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _integer(low: int, high: int) -> Any:
+    """An int in [low, high]; the bounds come first so that the document states them."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(_integral_float)]
+
+
+Integer = Annotated[int, BeforeValidator(_integral_float)]
 
 
 class _Sampling(BaseModel):
@@ -107,20 +122,23 @@ class _Sampling(BaseModel):
         default=None,
         description="the served model's id (GET /v1/models), its file name or stem, or --alias",
     )
-    max_tokens: int | None = Field(default=None, ge=0, le=MAX_INT32)
+    max_tokens: _integer(0, MAX_INT32) | None = None
     temperature: float = Field(default=1.0, ge=0.0, le=100.0, allow_inf_nan=False)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, allow_inf_nan=False)
-    top_k: int = Field(default=40, ge=0, le=MAX_INT32)
+    top_k: _integer(0, MAX_INT32) = 40
     min_p: float = Field(default=0.05, ge=0.0, le=1.0, allow_inf_nan=False)
     repeat_penalty: float = Field(default=1.0, gt=0.0, le=MAX_REPEAT_PENALTY, allow_inf_nan=False)
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=-(1 << 63), le=(1 << 64) - 1)
+    # Any integer: the low 32 bits seed the sampler (as for Model.generate).
+    seed: Integer | None = None
     stream: bool = False
-    n: int = Field(default=1, ge=1, le=1, description="only n=1 is supported")
+    n: _integer(1, 1) = Field(default=1, description="only n=1 is supported")
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[int] = Field(min_length=1)
+    # "" is a prompt (generation starts from BOS, as OpenAI's API allows); [] is not. The text is
+    # not constrained here: text that is not valid Unicode gets its own 400 when tokenized.
+    prompt: str | Annotated[list[Integer], Field(min_length=1)]
 
 
 class ChatMessage(BaseModel):
@@ -142,7 +160,7 @@ class TokenizeRequest(BaseModel):
 class DetokenizeRequest(BaseModel):
     model_config = _STRICT
 
-    tokens: list[int]
+    tokens: list[Integer]
 
 
 class ErrorDetail(BaseModel):
@@ -197,6 +215,25 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 _POST_ERRORS = (400, 401, 411, 413, 422, 503)
+# With "stream": true the answer is server-sent events (chunks, then "data: [DONE]").
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the completion (JSON), or with stream=true server-sent events",
+        "content": {
+            "application/json": {},
+            "text/event-stream": {
+                "schema": {  # one event
+                    "type": "object",
+                    "properties": {
+                        "event": {"type": "string"},
+                        "data": {"type": "string", "description": "a JSON chunk, or [DONE]"},
+                    },
+                    "required": ["data"],
+                }
+            },
+        },
+    }
+}
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -377,7 +414,7 @@ def create_app(config: ServerConfig) -> FastAPI:
         model = _supervisor(state).model
         return {"content": model.detokenize(body.tokens)}
 
-    @app.post("/v1/completions", responses=_responses(*_POST_ERRORS, 404, 504))
+    @app.post("/v1/completions", responses={**_STREAMED, **_responses(*_POST_ERRORS, 404, 504)})
     async def completions(body: CompletionRequest, request: Request) -> Response:
         _check_model_name(config, body.model)
         sup = _supervisor(state)
@@ -388,7 +425,9 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         return await _generate(request, state, metrics, "completions", body, tokens, chat=False)
 
-    @app.post("/v1/chat/completions", responses=_responses(*_POST_ERRORS, 404, 504))
+    @app.post(
+        "/v1/chat/completions", responses={**_STREAMED, **_responses(*_POST_ERRORS, 404, 504)}
+    )
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         _check_model_name(config, body.model)
         sup = _supervisor(state)

@@ -56,7 +56,8 @@ def corpus(args: argparse.Namespace) -> int:
         print(f"{result.files} mutated GGUF files, seed {args.seed}, {report['seconds']} s")
         for outcome, count in sorted(result.outcomes.items()):
             print(f"  {outcome:<8} {count}")
-        print("exceptions:", dict(result.errors))
+        print("refused with:", dict(result.errors))
+        print("loaded, then failed to generate with:", dict(result.use_errors))
         print(f"{'mutation':<16} outcomes")
         for kind, outcomes in report["by_mutation"].items():
             print(f"  {kind:<14} {outcomes}")

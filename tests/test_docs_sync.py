@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def test_code_changed_after_review_fails(repo: Path):
     git(repo, "commit", "-qam", "later change", date="2027-01-05T10:00:00")
     proc = check(repo)
     assert proc.returncode == 1
-    assert "docs/server.md: last reviewed 2026-11-27 but" in proc.stderr
+    assert re.search(r"docs/server.md: last reviewed \d{4}-\d{2}-\d{2} but", proc.stderr)
     assert "changed on 2027-01-05" in proc.stderr
 
 
@@ -99,7 +100,7 @@ def test_outside_git_the_dates_are_not_guessed(repo: Path):
 
 
 def test_doc_without_review_line_fails(repo: Path):
-    edit(repo / "docs/formats.md", "Last reviewed: 2026-11-27", "Reviewed")
+    edit(repo / "docs/formats.md", "Last reviewed: ", "Reviewed: ")
     assert "docs/formats.md: no 'Last reviewed" in check(repo).stderr
 
 
@@ -179,3 +180,22 @@ def test_incomplete_checklist_fails(repo: Path):
     assert "unticked item: server.md" in check(repo).stderr
     edit(checklist, "- [ ] server.md", "- [x] srv.md")
     assert "does not list docs/server.md" in check(repo).stderr
+
+
+def test_an_exit_code_a_command_does_not_use_fails(repo: Path):
+    doc = repo / "docs/runtime_supervisor.md"
+    edit(doc, "the diagnostics below (exit 5 when", "the diagnostics below (exit 4 when")
+    proc = check(repo)
+    assert "says `bitnet diagnose` exits 4, but it exits with one of 0, 1, 2, 5, 130" in (
+        proc.stderr
+    )
+    doc.write_text(doc.read_text() + "\nA crash exits 139.\n")
+    assert "exit code 139 is not one the CLI uses" in check(repo).stderr
+
+
+def test_exit_codes_follow_the_command_named_before_them(repo: Path):
+    doc = repo / "docs/server.md"
+    doc.write_text(doc.read_text() + "\n`bitnet serve` exits 141 when its output closes.\n")
+    assert "says `bitnet serve` exits 141" in check(repo).stderr
+    doc.write_text(doc.read_text() + "\n`bitnet run -p x | head` exits 141.\n")
+    assert check(repo).stderr.count("exits 141") == 1  # run may end with 141

@@ -19,7 +19,10 @@ Checks (each failure is printed with the file and the fix; exit 1 if any):
    ``bitnet_*`` name in a paragraph about metrics is one the code emits;
 4. docs/roadmap.md, docs/iteration-log.md and CHANGELOG.md have an entry for the current version
    (the newest ``vX.Y.Z`` git tag, else pyproject's setuptools-scm fallback_version);
-5. docs/documentation-review-checklist.md has every item ticked and names every doc.
+5. docs/documentation-review-checklist.md has every item ticked and names every doc;
+6. every exit code the docs give (``exit 4``, ``exits 0``, ``exit code 5``) is one the code
+   uses: for the command named last before it in the same paragraph (``bitnet diagnose``), one
+   that command can end with (``COMMAND_EXIT_CODES`` in cli.py), else one of ``EXIT_CODES``.
 
 The code is read statically (ast and regular expressions), so no build is needed.
 """
@@ -33,6 +36,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 try:
     import tomllib
@@ -144,7 +148,7 @@ class Checker:
         text = server.read_text() if server.exists() else ""
         return {
             f"{method.upper()} {path}"
-            for method, path in re.findall(r'@app\.(get|post|put|delete)\("([^"]+)"', text)
+            for method, path in re.findall(r'@app\.(get|post|put|delete)\(\s*"([^"]+)"', text)
         }
 
     def modules(self) -> set[str]:
@@ -299,6 +303,72 @@ class Checker:
                     if name not in metrics:
                         self.error(doc, f"metric `{name}` is not exported by the server")
 
+    def exit_codes(self) -> tuple[set[int], dict[str, set[int]]]:
+        """(every exit code, codes by command) from cli.py's module-level constant tables."""
+        cli = self.root / "python/bitnet/cli.py"
+        namespace: dict[str, Any] = {}
+        tree = ast.parse(cli.read_text()) if cli.exists() else ast.Module(body=[], type_ignores=[])
+        for node in tree.body:
+            if isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+                targets, value = [node.targets[0]], node.value
+            else:
+                continue
+            try:
+                result = _literal(value, namespace)
+            except ValueError:
+                continue  # not a table of constants
+            if isinstance(targets[0], ast.Tuple):
+                names, values = targets[0].elts, list(result)
+            else:
+                names, values = targets, [result]
+            for name, v in zip(names, values, strict=False):
+                if isinstance(name, ast.Name):
+                    namespace[name.id] = v
+        codes = namespace.get("EXIT_CODES", {})
+        by_command = namespace.get("COMMAND_EXIT_CODES", {})
+        return (
+            {int(c) for c in codes} if isinstance(codes, dict) else set(),
+            {str(k): {int(c) for c in v} for k, v in by_command.items()}
+            if isinstance(by_command, dict)
+            else {},
+        )
+
+    def check_exit_codes(self, commands: dict[str, set[str]]) -> None:
+        every, by_command = self.exit_codes()
+        if not every:
+            self.error("python/bitnet/cli.py", "no EXIT_CODES table to check the docs against")
+            return
+        mention = re.compile(
+            r"(?:\bbitnet\s+(?P<command>[a-z][a-z-]*)\b|(?P<script>run_inference_server\.py|"
+            r"run_inference\.py|setup_env\.py))"
+            r"|\bexit(?:s|ing)?(?:\s+(?:with\s+)?(?:code|status))?\s+(?P<code>\d+)\b",
+            re.I,
+        )
+        texts = [*self.docs, self.root / "README.md"]
+        for doc in texts:
+            if not doc.exists():
+                continue
+            for paragraph in re.split(r"\n\s*\n", doc.read_text()):
+                command: str | None = None
+                for m in mention.finditer(paragraph):
+                    if m.group("command") in commands:
+                        command = m.group("command")
+                    elif m.group("script"):
+                        command = SCRIPTS[m.group("script")]
+                    elif m.group("code") is not None:
+                        code = int(m.group("code"))
+                        if command in by_command and code not in by_command[command]:
+                            used = ", ".join(str(c) for c in sorted(by_command[command]))
+                            self.error(
+                                doc,
+                                f"says `bitnet {command}` exits {code}, but it exits with one "
+                                f"of {used} (COMMAND_EXIT_CODES in cli.py)",
+                            )
+                        elif command not in by_command and code not in every:
+                            self.error(doc, f"exit code {code} is not one the CLI uses")
+
     def check_version_entries(self) -> None:
         version = self.current_version()
         if not version:
@@ -337,9 +407,33 @@ class Checker:
         self.check_review_dates()
         self.check_srd(commands, endpoints)
         self.check_commands_in_docs(commands, endpoints)
+        self.check_exit_codes(commands)
         self.check_version_entries()
         self.check_checklist()
         return self.errors
+
+
+def _literal(node: ast.expr, names: dict[str, Any]) -> Any:
+    """The value of a constant, a name bound to one, or a tuple/list/dict of them (with
+    ``*name``); ValueError for anything else (the code is read, never run)."""
+    if isinstance(node, ast.Constant):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, ast.Tuple | ast.List):
+        items: list[Any] = []
+        for elt in node.elts:
+            if isinstance(elt, ast.Starred):
+                items.extend(_literal(elt.value, names))
+            else:
+                items.append(_literal(elt, names))
+        return tuple(items)
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {
+            _literal(k, names): _literal(v, names)  # type: ignore[arg-type]
+            for k, v in zip(node.keys, node.values, strict=True)
+        }
+    raise ValueError(ast.dump(node))
 
 
 def _attr(func: ast.expr) -> str | None:

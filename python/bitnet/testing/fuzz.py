@@ -669,6 +669,8 @@ class FuzzResult:
     errors: Counter[str] = field(default_factory=Counter)
     by_mutation: dict[str, Counter[str]] = field(default_factory=dict)
     failures: list[dict[str, Any]] = field(default_factory=list)  # crashes and hangs
+    # Loaded files whose use then failed with an ordinary exception, by exception class.
+    use_errors: Counter[str] = field(default_factory=Counter)
     # Files refused with another exception than ModelLoadError: the first few of each kind.
     unexpected: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -682,6 +684,7 @@ class FuzzResult:
             "files": self.files,
             "outcomes": dict(self.outcomes),
             "errors": dict(self.errors),
+            "use_errors": dict(self.use_errors),
             "by_mutation": {k: dict(v) for k, v in sorted(self.by_mutation.items())},
             "failures": self.failures,
             "unexpected": self.unexpected,
@@ -716,6 +719,8 @@ def run_corpus(
             result.outcomes[outcome] += 1
             if answer.get("error"):
                 result.errors[answer["error"]] += 1
+            for use_error in answer.get("use_errors", []):
+                result.use_errors[use_error.split(":", 1)[0]] += 1
             for kind in mutant.mutations:
                 result.by_mutation.setdefault(kind, Counter())[outcome] += 1
             error = answer.get("error")

@@ -61,6 +61,7 @@ def test_schemathesis_finds_nothing(tiny_relu2, tmp_path: Path):
             capture_output=True,
             text=True,
             timeout=900,
+            cwd=tmp_path,  # schemathesis keeps a cache folder where it runs
         )
     finally:
         assert srv.stop() == 0

@@ -533,7 +533,7 @@ def run_generation(model: Model, call: Any, sampling: Mapping[str, Any]) -> Gene
     params = {"model": model.path, **{k: v for k, v in sampling.items() if k != "stop"}}
     try:
         result = call()  # the model validates the sampling arguments itself
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, BrokenPipeError) as exc:  # the user or the reader stopped it
         events.emit(
             "generation", outcome="cancelled", duration_ms=_ms(t0), params=params, error=exc
         )

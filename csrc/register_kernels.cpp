@@ -46,6 +46,24 @@ kernels::Layout layout_by_name(const std::string& name) {
   throw py::value_error("layout must be 'i2_s' or 'tq2_0', not '" + name + "'");
 }
 
+// The kernels read whole blocks of a row: k must be a positive multiple of the block (128
+// weights for I2_S, 256 for TQ2_0), or they would read past each row.
+void check_k(kernels::Layout layout, int64_t k) {
+  const int64_t block = layout == kernels::Layout::kI2S ? 128 : kernels::kTq2Block;
+  if (k <= 0 || k % block != 0 || k > (int64_t{1} << 30)) {
+    throw py::value_error("k=" + std::to_string(k) + " must be a positive multiple of " + std::to_string(block) +
+                          " for layout " + (layout == kernels::Layout::kI2S ? "i2_s" : "tq2_0"));
+  }
+}
+
+// ggml's thread pools abort beyond GGML_MAX_N_THREADS threads; ours are sized alike.
+void check_threads(int n_threads) {
+  if (n_threads < 1 || n_threads > GGML_MAX_N_THREADS) {
+    throw py::value_error("n_threads=" + std::to_string(n_threads) + " must be from 1 to " +
+                          std::to_string(GGML_MAX_N_THREADS));
+  }
+}
+
 std::vector<std::string> available_kernels() {
   std::vector<std::string> names{"scalar"};
   for (const kernels::Impl* impl : {kernels::avx2_impl(), kernels::avx512vnni_impl(), kernels::neon_impl()}) {
@@ -59,8 +77,9 @@ std::vector<std::string> available_kernels() {
 class GgmlTernaryMatmul {
  public:
   GgmlTernaryMatmul(Bytes weights, int64_t k) : weights_(std::move(weights)), k_(k) {
+    check_k(kernels::Layout::kTQ2, k);
     const int64_t row = kernels::row_bytes(kernels::Layout::kTQ2, k);
-    if (k % kernels::kTq2Block != 0 || weights_.ndim() != 2 || weights_.shape(1) != row) {
+    if (weights_.ndim() != 2 || weights_.shape(1) != row) {
       throw py::value_error("weights must be (rows, k/256*66) uint8 TQ2_0 blocks, k a multiple of 256");
     }
     rows_ = weights_.shape(0);
@@ -71,7 +90,7 @@ class GgmlTernaryMatmul {
 
   Floats run(Floats x, int n_threads) {
     if (x.ndim() != 2 || x.shape(1) != k_) throw py::value_error("x must be (n, k) float32");
-    if (n_threads < 1) throw py::value_error("n_threads must be >= 1");
+    check_threads(n_threads);
     const int64_t n = x.shape(0);
     Floats y({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(rows_)});
     const float* xp = x.data();
@@ -125,8 +144,9 @@ class GgmlTernaryMatmul {
 std::vector<double> time_gemv(const py::list& matrices, int64_t k, const std::string& layout, float scale, Floats x,
                               int n_threads, int repeats) {
   if (x.ndim() != 1 || x.shape(0) != k) throw py::value_error("x must be (k,) float32");
-  if (n_threads < 1 || repeats < 1 || matrices.empty()) {
-    throw py::value_error("need n_threads >= 1, repeats >= 1 and at least one matrix");
+  check_threads(n_threads);
+  if (repeats < 1 || repeats > 100000 || matrices.empty()) {
+    throw py::value_error("need repeats from 1 to 100000 and at least one matrix");
   }
   std::vector<double> out;
   std::vector<float> y;
@@ -149,6 +169,7 @@ std::vector<double> time_gemv(const py::list& matrices, int64_t k, const std::st
     return out;
   }
   const kernels::Layout lay = layout_by_name(layout);
+  check_k(lay, k);
   std::vector<Bytes> arrays;
   for (const py::handle& h : matrices) {
     Bytes a = h.cast<Bytes>();
@@ -178,8 +199,9 @@ std::vector<double> time_gemv(const py::list& matrices, int64_t k, const std::st
 // Read bandwidth of this machine in GB/s: n_threads threads each summing their share of a
 // buffer of `bytes` (best of `repeats`), the roofline of a memory-bound GEMV.
 double memory_read_bandwidth(int64_t bytes, int n_threads, int repeats) {
-  if (bytes < (1 << 20) || n_threads < 1 || repeats < 1) {
-    throw py::value_error("need bytes >= 1 MiB, n_threads >= 1 and repeats >= 1");
+  check_threads(n_threads);
+  if (bytes < (1 << 20) || bytes > (int64_t{1} << 40) || repeats < 1 || repeats > 1000) {
+    throw py::value_error("need bytes from 1 MiB to 1 TiB and repeats from 1 to 1000");
   }
   const int64_t n = bytes / 8;
   // On transparent huge pages where the kernel gives them, as the engine's weights are: over
@@ -255,6 +277,7 @@ void register_kernels(py::module_& m) {
       [](Bytes weights, int64_t k, const std::string& layout, float w_scale, Int8 xq, Floats x_scale, Int32 x_sum,
          int n_threads, const std::string& kernel, const std::string& batch_path) {
         const kernels::Layout lay = layout_by_name(layout);
+        check_k(lay, k);
         if (weights.ndim() != 2 || weights.shape(1) != kernels::row_bytes(lay, k)) {
           throw py::value_error("weights must be (rows, " + std::to_string(kernels::row_bytes(lay, k)) + ") uint8");
         }
@@ -263,7 +286,7 @@ void register_kernels(py::module_& m) {
             x_sum.shape(0) != xq.shape(0)) {
           throw py::value_error("x_scale and x_sum must have one value per activation row");
         }
-        if (n_threads < 1) throw py::value_error("n_threads must be >= 1");
+        check_threads(n_threads);
         const kernels::Impl& impl = by_name(kernel);
         kernels::BatchPath path = kernels::BatchPath::kAuto;
         if (batch_path == "packed") {
@@ -335,7 +358,8 @@ void register_kernels(py::module_& m) {
   m.def(
       "i2s_to_tq2",
       [](Bytes rows, int64_t k, uint16_t d_fp16) {
-        if (rows.ndim() != 2 || rows.shape(1) * 4 != k || k % kernels::kTq2Block) {
+        check_k(kernels::Layout::kTQ2, k);
+        if (rows.ndim() != 2 || rows.shape(1) * 4 != k) {
           throw py::value_error("rows must be (n, k/4) uint8 with k a multiple of 256");
         }
         const int64_t n = rows.shape(0), out_bytes = kernels::row_bytes(kernels::Layout::kTQ2, k);
@@ -349,8 +373,9 @@ void register_kernels(py::module_& m) {
   m.def(
       "tq2_to_i2s",
       [](Bytes rows, int64_t k) {
+        check_k(kernels::Layout::kTQ2, k);
         const int64_t in_bytes = kernels::row_bytes(kernels::Layout::kTQ2, k);
-        if (rows.ndim() != 2 || k % kernels::kTq2Block || rows.shape(1) != in_bytes) {
+        if (rows.ndim() != 2 || rows.shape(1) != in_bytes) {
           throw py::value_error("rows must be (n, k/256*66) uint8 with k a multiple of 256");
         }
         const int64_t n = rows.shape(0);

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "errors.h"
+#include "ggml.h"
 #include "model/model.h"
 #include "py_convert.h"
 
@@ -24,7 +25,7 @@ using model::Model;
 
 // Limits of what the engines can size (positions and threads are ints in llama.cpp's API).
 constexpr int64_t kMaxContext = int64_t{1} << 24;
-constexpr int64_t kMaxThreads = 1024;
+constexpr int64_t kMaxThreads = GGML_MAX_N_THREADS;  // ggml's thread pools abort beyond it
 
 py::object python_error_class(const char* name) { return py::module_::import("bitnet.errors").attr(name); }
 

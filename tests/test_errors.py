@@ -71,7 +71,7 @@ def test_unsupported_architecture(tmp_path: Path):
         ({"n_ctx": 0}, "n_ctx must be a positive integer"),
         ({"n_batch": 0}, "n_batch must be a positive integer"),
         ({"n_ctx": 10**12}, "n_ctx=1000000000000 is larger than the supported maximum"),
-        ({"n_threads": 5000}, "n_threads=5000 is larger than the supported maximum of 1024"),
+        ({"n_threads": 5000}, "n_threads=5000 is larger than the supported maximum of 512"),
         ({"engine": "gpu"}, "engine must be"),
         ({"seed": "x"}, "seed must be an integer"),
     ],

@@ -199,3 +199,35 @@ def test_run_options(tiny_relu2, options, ctx):
     assert code in (cli.EXIT_OK, cli.EXIT_USAGE), (argv, code, err.getvalue())
     if code == cli.EXIT_USAGE:
         assert "error:" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+@given(
+    rows=st.integers(0, 9),
+    k=st.sampled_from([0, 1, 64, 100, 128, 256, 384, 512]),
+    extra=st.sampled_from([0, 0, 0, 1, -1, 7]),
+    layout=maybe(st.sampled_from(["i2_s", "tq2_0"])),
+    scale=maybe(floats),
+    n_tokens=st.integers(0, 6),
+    x_extra=st.sampled_from([0, 0, 1]),
+    x_fill=st.floats(width=32),
+    n_threads=maybe(st.one_of(st.none(), ints)),
+    kernel=maybe(st.sampled_from(["auto", "scalar", "avx2", "avx512vnni", "neon", "x"])),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_kernel_matmul(
+    rows, k, extra, layout, scale, n_tokens, x_extra, x_fill, n_threads, kernel, seed
+):
+    """The numpy kernel API with packed matrices of any shape (also ones it did not make)."""
+    from bitnet import kernels
+
+    rng = np.random.default_rng(seed)
+    width = max(0, k // 4 + extra)
+    data = rng.integers(0, 256, size=(rows, width), dtype=np.uint8)
+    packed = kernels.PackedTernary(data, scale, (rows, k), layout)
+    x = np.full((n_tokens, k + x_extra), x_fill, dtype=np.float32)
+    y = _call(kernels.matmul, packed, x, n_threads=n_threads, kernel=kernel)
+    if y is not None:
+        assert y.shape == (n_tokens, rows)
+    w = np.full((rows, k + x_extra), x_fill, dtype=np.float32)
+    _call(kernels.quantize_weights, w, layout=layout)
+    _call(kernels.quantize_activations, x)

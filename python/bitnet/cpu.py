@@ -25,8 +25,8 @@ __all__ = [
     "resolve_threads",
 ]
 
-# Beyond this the native thread pools refuse (and no machine has that many cores to give).
-MAX_THREADS = 1024
+# ggml's thread pools hold at most GGML_MAX_N_THREADS (512) threads; beyond it they abort.
+MAX_THREADS = 512
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import numpy as np
 
 from ._native import _core
 from .convert import i2s_pack, i2s_unpack
-from .cpu import default_threads
+from .cpu import MAX_THREADS, default_threads
 
 __all__ = [
     "PackedTernary",
@@ -86,6 +86,10 @@ def _float_matrix(w: np.ndarray, name: str, layout: str) -> np.ndarray:
 def pack(values: np.ndarray, scale: float, layout: Layout = "i2_s") -> PackedTernary:
     """Pack int8 values in {-1, 0, 1} of shape (rows, k) with one scale."""
     _check_layout(layout)
+    if isinstance(scale, bool) or not isinstance(scale, int | float | np.number):
+        raise TypeError(f"scale must be a number, got {type(scale).__name__}")
+    if not np.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale!r}")
     values = np.asarray(values)
     if values.dtype != np.int8 or values.ndim != 2:
         raise TypeError("values must be a 2-D int8 array")
@@ -107,6 +111,11 @@ def convert_layout(packed: PackedTernary, layout: Layout) -> PackedTernary:
     rows, k = packed.shape
     _check_k(k, "tq2_0", "the matrix")
     if layout == "tq2_0":
+        if not abs(packed.scale) <= float(np.finfo(np.float16).max):
+            raise ValueError(
+                f"scale {packed.scale!r} does not fit TQ2_0's float16 scale (largest 65504); "
+                "keep this matrix in i2_s"
+            )
         d = np.float16(packed.scale)
         data = _core.i2s_to_tq2(np.ascontiguousarray(packed.data), k, int(d.view(np.uint16)))
         return PackedTernary(data, float(d), (rows, k), "tq2_0")
@@ -127,6 +136,10 @@ def quantize_weights(w: np.ndarray, layout: Layout = "i2_s") -> PackedTernary:
     """BitNet b1.58 absmean quantization: scale = mean|w|, values = clamp(round(w/scale))."""
     _check_layout(layout)
     w = _float_matrix(w, "w", layout)
+    if w.size == 0:
+        raise ValueError(f"w is empty (shape {w.shape}); it needs at least one row and column")
+    if not np.isfinite(w).all():
+        raise ValueError("w has NaN or infinite values; ternary quantization needs finite weights")
     scale = max(float(np.abs(w).mean()), 1e-5)
     values = np.clip(np.rint(w / scale), -1, 1).astype(np.int8)
     return pack(values, scale, layout)
@@ -157,8 +170,12 @@ def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _resolve_threads(n_threads: int | None) -> int:
     if n_threads is None:
         return default_threads()
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+    if (
+        isinstance(n_threads, bool)
+        or not isinstance(n_threads, int)
+        or not 1 <= n_threads <= MAX_THREADS
+    ):
+        raise ValueError(f"n_threads must be an integer from 1 to {MAX_THREADS}, got {n_threads!r}")
     return n_threads
 
 

@@ -89,6 +89,8 @@ class BitNetEngine final : public Engine {
   void trim_cache(int n_keep) override;
   void set_threads(int n_threads, int n_threads_batch) override;
   std::string kernels() const override;
+  // The file's GGUF metadata, parsed once at load.
+  const gguf_context* metadata() const { return gguf_.get(); }
 
   const BitNetHParams& hparams() const { return hp_; }
 

@@ -10,12 +10,17 @@
 
 namespace bitnet::engine {
 
-SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap) {
+SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap,
+                                  const gguf_context* metadata) {
   {
-    const gguf_context_ptr metadata = open_gguf(path, nullptr);
-    model::check_vocabulary_metadata(metadata.get(), path);
+    gguf_context_ptr parsed;
+    if (metadata == nullptr) {
+      parsed = open_gguf(path, nullptr);
+      metadata = parsed.get();
+    }
+    model::check_vocabulary_metadata(metadata, path);
     // A vocabulary-only load reads no hyper-parameters; a full one builds graphs from them.
-    if (!vocab_only) check_llama_hparams(metadata.get(), path);
+    if (!vocab_only) check_llama_hparams(metadata, path);
   }
   llama_model_params params = llama_model_default_params();
   params.vocab_only = vocab_only;

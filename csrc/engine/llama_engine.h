@@ -5,6 +5,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "gguf.h"
 #include "llama.h"
 
 namespace bitnet::engine {
@@ -14,8 +15,11 @@ struct LlamaModelDeleter {
 };
 using SharedLlamaModel = std::shared_ptr<llama_model>;
 
-// Loads a llama_model (vocab_only: tokenizer and metadata, no weights). Throws ModelLoadError.
-SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap);
+// Loads a llama_model (vocab_only: tokenizer and metadata, no weights), after checking what
+// libllama would abort on. `metadata`: the file's already parsed GGUF metadata, if the caller
+// has it (else it is parsed here). Throws ModelLoadError.
+SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap,
+                                  const gguf_context* metadata = nullptr);
 
 class LlamaEngine final : public Engine {
  public:

@@ -15,8 +15,11 @@ Model::Model(const std::string& path, const ModelOptions& options) : path_(path)
   std::string kind = options.engine;
   if (kind == "auto") kind = engine::is_bitnet_arch(architecture_) ? "bitnet" : "llama";
   if (kind == "bitnet") {
-    engine_ = std::make_unique<engine::BitNetEngine>(path, std::move(gguf), std::move(tensors_owner), options.config);
-    vocab_ = std::make_unique<Vocab>(engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap));
+    auto bitnet = std::make_unique<engine::BitNetEngine>(path, std::move(gguf), std::move(tensors_owner), options.config);
+    // The vocabulary's checks read the metadata the engine already parsed.
+    vocab_ = std::make_unique<Vocab>(
+        engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap, bitnet->metadata()));
+    engine_ = std::move(bitnet);
   } else if (kind == "llama") {
     if (options.config.kernels == "bitnet") {
       throw InvalidArgument("kernels='bitnet' needs BitNetEngine, but '" + path + "' runs on engine='llama' (" +

@@ -28,6 +28,7 @@ from bitnet.testing.fuzz import (
     encode_scalar,
     encode_string,
     run_corpus,
+    set_value,
 )
 
 pytestmark = pytest.mark.slow  # child processes
@@ -98,27 +99,16 @@ def _variant(base: GgufLayout, tmp_path: Path, name: str, edit) -> str:
     return str(path)
 
 
-def _set(layout: GgufLayout, key: str, vtype: int, payload: bytes) -> None:
-    from bitnet.testing.fuzz import KV
-
-    i = layout.find(key)
-    kv = KV(key.encode(), vtype, payload)
-    if i is None:
-        layout.kvs.append(kv)
-    else:
-        layout.kvs[i] = kv
-
-
 def _duplicate_token(layout: GgufLayout) -> None:
     tokens = layout.strings("tokenizer.ggml.tokens")
     tokens[300] = tokens[299]
-    _set(layout, "tokenizer.ggml.tokens", ARRAY, encode_array(STRING, tokens))
+    set_value(layout, "tokenizer.ggml.tokens", ARRAY, encode_array(STRING, tokens))
 
 
 def _byte_token_in_wordpiece(layout: GgufLayout) -> None:
     n = len(layout.strings("tokenizer.ggml.tokens"))
-    _set(layout, "tokenizer.ggml.model", STRING, encode_string(b"bert"))
-    _set(layout, "tokenizer.ggml.token_type", ARRAY, encode_array(I32, [1] * (n - 1) + [6]))
+    set_value(layout, "tokenizer.ggml.model", STRING, encode_string(b"bert"))
+    set_value(layout, "tokenizer.ggml.token_type", ARRAY, encode_array(I32, [1] * (n - 1) + [6]))
 
 
 def _bos_it_does_not_have(layout: GgufLayout) -> None:
@@ -126,8 +116,8 @@ def _bos_it_does_not_have(layout: GgufLayout) -> None:
     layout.kvs = [kv for kv in layout.kvs if kv.key != b"tokenizer.ggml.bos_token_id"]
     # BPE's default BOS is id 11; without it in range and with add_bos, libllama asserts.
     tokens = layout.strings("tokenizer.ggml.tokens")[:11]
-    _set(layout, "tokenizer.ggml.tokens", ARRAY, encode_array(STRING, tokens))
-    _set(layout, "tokenizer.ggml.add_bos_token", 7, struct.pack("<?", True))
+    set_value(layout, "tokenizer.ggml.tokens", ARRAY, encode_array(STRING, tokens))
+    set_value(layout, "tokenizer.ggml.add_bos_token", 7, struct.pack("<?", True))
     assert n > 11
 
 
@@ -140,7 +130,7 @@ def _bos_it_does_not_have(layout: GgufLayout) -> None:
         ("bos", _bos_it_does_not_have, "auto", "adds a BOS token to every prompt but"),
         (
             "eps",
-            lambda g: _set(
+            lambda g: set_value(
                 g, "bitnet.attention.layer_norm_rms_epsilon", F32, encode_scalar(F32, -1)
             ),
             "auto",
@@ -148,7 +138,7 @@ def _bos_it_does_not_have(layout: GgufLayout) -> None:
         ),
         (
             "eps-llama",
-            lambda g: _set(
+            lambda g: set_value(
                 g, "bitnet.attention.layer_norm_rms_epsilon", F32, encode_scalar(F32, -1)
             ),
             "llama",
@@ -156,25 +146,25 @@ def _bos_it_does_not_have(layout: GgufLayout) -> None:
         ),
         (
             "odd-rope",
-            lambda g: _set(g, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63)),
+            lambda g: set_value(g, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63)),
             "auto",
             "odd rope.dimension_count (63)",
         ),
         (
             "odd-rope-llama",
-            lambda g: _set(g, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63)),
+            lambda g: set_value(g, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63)),
             "llama",
             "rope.dimension_count': odd",
         ),
         (
             "layers-llama",
-            lambda g: _set(g, "bitnet.block_count", U32, encode_scalar(U32, 4096)),
+            lambda g: set_value(g, "bitnet.block_count", U32, encode_scalar(U32, 4096)),
             "llama",
             "'bitnet.block_count': value 4096 is outside [1, 512]",
         ),
         (
             "layers",
-            lambda g: _set(g, "bitnet.block_count", U32, encode_scalar(U32, 4000)),
+            lambda g: set_value(g, "bitnet.block_count", U32, encode_scalar(U32, 4000)),
             "auto",
             "says it has 4000 layers (block_count) but holds only",
         ),

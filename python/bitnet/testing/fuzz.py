@@ -42,6 +42,7 @@ __all__ = [
     "base_models",
     "mutants",
     "run_corpus",
+    "set_value",
 ]
 
 # GGUF value types (the file format's own numbering).
@@ -258,7 +259,8 @@ def _arch(layout: GgufLayout) -> str:
     return layout.kvs[i].payload[8:].decode("utf-8", "replace")
 
 
-def _set(layout: GgufLayout, key: str, vtype: int, payload: bytes) -> None:
+def set_value(layout: GgufLayout, key: str, vtype: int, payload: bytes) -> None:
+    """Replace the value of ``key`` (or add the key) with an encoded ``payload``."""
     i = layout.find(key)
     kv = KV(key.encode(), vtype, payload)
     if i is None:
@@ -312,7 +314,7 @@ def _duplicate_token(layout: GgufLayout, rng: random.Random) -> None:
     else:
         tokens[j] = b"[EMPTY_%d]" % i
         tokens[i] = b""
-    _set(layout, "tokenizer.ggml.tokens", ARRAY, encode_array(STRING, tokens))
+    set_value(layout, "tokenizer.ggml.tokens", ARRAY, encode_array(STRING, tokens))
 
 
 def _array_type(layout: GgufLayout, rng: random.Random) -> None:
@@ -414,30 +416,30 @@ def _kv_value(layout: GgufLayout, rng: random.Random) -> None:
     if kind == 0:
         key = f"{arch}.{rng.choice(_INT_KEYS)}"
         if rng.random() < 0.5:
-            _set(layout, key, U32, encode_scalar(U32, rng.choice(_ODD_VALUES) & 0xFFFFFFFF))
+            set_value(layout, key, U32, encode_scalar(U32, rng.choice(_ODD_VALUES) & 0xFFFFFFFF))
         else:  # a per-layer array, as some architectures allow
             n = rng.choice([0, 1, 2, 3, 1000])
-            _set(layout, key, ARRAY, encode_array(I32, [rng.choice(_ODD_VALUES)] * n))
+            set_value(layout, key, ARRAY, encode_array(I32, [rng.choice(_ODD_VALUES)] * n))
     elif kind == 1:
         key = f"{arch}.{rng.choice(_FLOAT_KEYS)}"
-        _set(layout, key, F32, encode_scalar(F32, rng.choice(_ODD_FLOATS)))
+        set_value(layout, key, F32, encode_scalar(F32, rng.choice(_ODD_FLOATS)))
     elif kind == 2:
         key = rng.choice(_TOKEN_ID_KEYS)
-        _set(layout, key, U32, encode_scalar(U32, rng.choice((HUGE[0], 0, 1, 5, 10_000_000))))
+        set_value(layout, key, U32, encode_scalar(U32, rng.choice((HUGE[0], 0, 1, 5, 10_000_000))))
     elif kind == 3:
         key = rng.choice(list(_STRING_VALUES))
         value = rng.choice(_STRING_VALUES[key]).encode()
-        _set(layout, key.replace("bitnet.", f"{arch}."), STRING, encode_string(value))
+        set_value(layout, key.replace("bitnet.", f"{arch}."), STRING, encode_string(value))
     elif kind == 4:
         n = len(layout.strings("tokenizer.ggml.tokens"))
         values = [rng.choice([-7, 0, 1, 2, 3, 4, 5, 6, 99]) for _ in range(n)]
-        _set(layout, "tokenizer.ggml.token_type", ARRAY, encode_array(I32, values))
+        set_value(layout, "tokenizer.ggml.token_type", ARRAY, encode_array(I32, values))
     else:
         merges = layout.strings("tokenizer.ggml.merges")
         if merges:
             i = rng.randrange(len(merges))
             merges[i] = rng.choice([b"", b" ", b"a", b"a b c", b"\xff\xfe", merges[i] + b" x"])
-            _set(layout, "tokenizer.ggml.merges", ARRAY, encode_array(STRING, merges))
+            set_value(layout, "tokenizer.ggml.merges", ARRAY, encode_array(STRING, merges))
 
 
 def _remove_key(layout: GgufLayout, rng: random.Random) -> None:

@@ -46,10 +46,10 @@ kernels::Layout layout_by_name(const std::string& name) {
   throw py::value_error("layout must be 'i2_s' or 'tq2_0', not '" + name + "'");
 }
 
-// The kernels read whole blocks of a row: k must be a positive multiple of the block (128
-// weights for I2_S, 256 for TQ2_0), or they would read past each row.
+// The kernels read whole blocks of a row: k must be a positive multiple of the block (a
+// 128-weight group for I2_S, 256 for TQ2_0), or they would read past each row.
 void check_k(kernels::Layout layout, int64_t k) {
-  const int64_t block = layout == kernels::Layout::kI2S ? 128 : kernels::kTq2Block;
+  const int64_t block = layout == kernels::Layout::kI2S ? kernels::kGroup : kernels::kTq2Block;
   if (k <= 0 || k % block != 0 || k > (int64_t{1} << 30)) {
     throw py::value_error("k=" + std::to_string(k) + " must be a positive multiple of " + std::to_string(block) +
                           " for layout " + (layout == kernels::Layout::kI2S ? "i2_s" : "tq2_0"));

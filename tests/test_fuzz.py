@@ -121,6 +121,14 @@ def _bos_it_does_not_have(layout: GgufLayout) -> None:
     assert n > 11
 
 
+def _negative_epsilon(layout: GgufLayout) -> None:
+    set_value(layout, "bitnet.attention.layer_norm_rms_epsilon", F32, encode_scalar(F32, -1))
+
+
+def _odd_rope_dimensions(layout: GgufLayout) -> None:
+    set_value(layout, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63))
+
+
 @pytest.mark.parametrize(
     ("name", "edit", "engine", "message"),
     [
@@ -130,29 +138,25 @@ def _bos_it_does_not_have(layout: GgufLayout) -> None:
         ("bos", _bos_it_does_not_have, "auto", "adds a BOS token to every prompt but"),
         (
             "eps",
-            lambda g: set_value(
-                g, "bitnet.attention.layer_norm_rms_epsilon", F32, encode_scalar(F32, -1)
-            ),
+            _negative_epsilon,
             "auto",
             "layer_norm_rms_epsilon' (-1",
         ),
         (
             "eps-llama",
-            lambda g: set_value(
-                g, "bitnet.attention.layer_norm_rms_epsilon", F32, encode_scalar(F32, -1)
-            ),
+            _negative_epsilon,
             "llama",
             "'bitnet.attention.layer_norm_rms_epsilon': value -1 is outside",
         ),
         (
             "odd-rope",
-            lambda g: set_value(g, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63)),
+            _odd_rope_dimensions,
             "auto",
             "odd rope.dimension_count (63)",
         ),
         (
             "odd-rope-llama",
-            lambda g: set_value(g, "bitnet.rope.dimension_count", U32, encode_scalar(U32, 63)),
+            _odd_rope_dimensions,
             "llama",
             "rope.dimension_count': odd",
         ),

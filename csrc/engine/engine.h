@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -49,6 +50,9 @@ class Engine {
   // Polled from the decoding thread along with the abort flag (e.g. to notice Ctrl+C);
   // returning true aborts the decode. Set it only while holding the model.
   void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
+
+  // Throws InvalidArgument naming the first token id outside [0, n_vocab).
+  void check_tokens(const int32_t* tokens, size_t n_tokens) const;
 
  protected:
   // Throws InvalidArgument unless decode(tokens, n_tokens, pos0) fits an engine holding

@@ -79,12 +79,7 @@ Generator::Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector
                           " tokens, which does not fit the context of " + std::to_string(n_ctx) +
                           " tokens (n_ctx) with room to generate; shorten the prompt or raise n_ctx");
   }
-  const int n_vocab = model_.engine_->n_vocab();
-  for (int32_t t : prompt_) {
-    if (t < 0 || t >= n_vocab) {
-      throw InvalidArgument("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
-    }
-  }
+  model_.engine_->check_tokens(prompt_.data(), prompt_.size());  // before the sampler sees them
   if (params_.max_tokens < 0) throw InvalidArgument("max_tokens must be >= 0");
   for (const std::string& s : params_.stop) {
     if (s.empty()) throw InvalidArgument("stop strings must not be empty");

@@ -548,15 +548,15 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import speed_table_row
     from .model import Model
+    from .runtime import checked_int
     from .testing import generate_model
 
-    for flag, value, low in (
-        ("--n-prompt", args.n_prompt, 1),
-        ("--n-gen", args.n_gen, 1),
-        ("--repeats", args.repeats, 1),
+    for flag, value in (
+        ("--n-prompt", args.n_prompt),
+        ("--n-gen", args.n_gen),
+        ("--repeats", args.repeats),
     ):
-        if not low <= value <= 1 << 20:
-            raise ValueError(f"{flag} must be an integer from {low} to {1 << 20}, got {value}")
+        checked_int(flag, value, 1, 1 << 20)
     for threads in args.threads:
         if not 1 <= threads <= 1024:
             raise ValueError(f"--threads must be from 1 to 1024, got {threads}")
@@ -784,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from .errors import ListenError, ModelLoadError
+    from .errors import ModelLoadError
     from .runtime import UnsupportedCPUError
 
     try:
@@ -795,9 +795,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _fail(args, exc, EXIT_MODEL)
     except UnsupportedCPUError as exc:
         return _fail(args, exc, EXIT_CPU)
-    except (ValueError, TypeError, ListenError) as exc:
-        return _fail(args, exc, EXIT_USAGE)
-    except OSError as exc:
+    except (ValueError, TypeError, OSError) as exc:  # OSError includes ListenError: a busy port
         return _fail(args, exc, EXIT_USAGE)
     except Exception as exc:
         print(f"bitnet {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)

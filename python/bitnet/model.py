@@ -81,7 +81,7 @@ MAX_INT32 = (1 << 31) - 1
 
 
 def _positive_int(name: str, value: object, maximum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if value > maximum:
         raise ValueError(f"{name}={value} is larger than the supported maximum of {maximum}")
@@ -245,7 +245,7 @@ class Model:
             raise TypeError(f"tokens must be a sequence of token ids, not {type(tokens).__name__}")
         ids = []
         for t in tokens:
-            if isinstance(t, bool | np.bool_) or not isinstance(t, int | np.integer):
+            if not _is_int(t):
                 raise TypeError(f"token ids must be integers, got {t!r}")
             ids.append(int(t))
         n_vocab = self.n_vocab
@@ -471,7 +471,7 @@ def _number(name: str, value: object) -> float:
 
 
 def _seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+    if not _is_int(seed):
         raise ValueError(f"seed must be an integer, got {seed!r}")
     return int(seed) & 0xFFFFFFFF
 

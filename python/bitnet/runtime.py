@@ -263,7 +263,7 @@ class BitNetRuntime:
     ) -> None:
         self.model_path = os.fspath(model)
         self.topology = topology or detect_cpu_topology()
-        self.slots = _checked_int("slots", slots, 1, MAX_THREADS)
+        self.slots = checked_int("slots", slots, 1, MAX_THREADS)
         self._requested = {
             "threads": threads,
             "threads_batch": threads_batch,
@@ -287,8 +287,8 @@ class BitNetRuntime:
             slots=self.slots,
         )
         self._warn(warning)
-        self.n_ctx = _checked_int("n_ctx (--ctx-size)", n_ctx, 16, MAX_CONTEXT)
-        self.n_batch = _checked_int("n_batch (--batch-size)", n_batch, 1, MAX_CONTEXT)
+        self.n_ctx = checked_int("n_ctx (--ctx-size)", n_ctx, 16, MAX_CONTEXT)
+        self.n_batch = checked_int("n_batch (--batch-size)", n_batch, 1, MAX_CONTEXT)
         if engine not in ("auto", "bitnet", "llama"):
             raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
         self.engine = engine
@@ -727,7 +727,9 @@ def _kernel_description(engine: str, ternary: list[str], kernels: str = "auto") 
     return f"ggml {kinds} matmuls ({graph}; CPU backend built for {' '.join(simd) or 'baseline'})"
 
 
-def _checked_int(name: str, value: object, low: int, high: int) -> int:
+def checked_int(name: str, value: object, low: int, high: int) -> int:
+    """``value`` if it is an integer in [low, high], else ValueError naming ``name`` and the
+    range (also used for the server's and the CLI's settings)."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
     return value

@@ -32,9 +32,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .cpu import MAX_THREADS
 from .errors import ListenError
 from .model import MAX_INT32, MAX_REPEAT_PENALTY, GenerationResult
-from .runtime import BitNetRuntime
+from .runtime import BitNetRuntime, checked_int
 from .supervisor import (
     DeadlineExceededError,
     QueueFullError,
@@ -70,19 +71,14 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         """Refuse settings the server would misbehave with (ValueError naming the flag)."""
-        _check_int("--port", self.port, 1, 65535)
-        _check_int("--parallel", self.parallel, 1, 1024)
-        _check_int("--queue", self.queue, 0, 1 << 20)
-        _check_int("--max-body-bytes", self.max_body_bytes, 1, 1 << 40)
-        _check_int("retry_after", self.retry_after, 0, 86400)
+        checked_int("--port", self.port, 1, 65535)
+        checked_int("--parallel", self.parallel, 1, MAX_THREADS)  # a slot has >= 1 thread
+        checked_int("--queue", self.queue, 0, 1 << 20)
+        checked_int("--max-body-bytes", self.max_body_bytes, 1, 1 << 40)
+        checked_int("retry_after", self.retry_after, 0, 86400)
         if self.timeout is not None:
             _check_float("--timeout", self.timeout, minimum=0.0, open_minimum=True)
         _check_float("--grace", self.grace, minimum=0.0)
-
-
-def _check_int(flag: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{flag} must be an integer from {low} to {high}, got {value!r}")
 
 
 def _check_float(flag: str, value: object, *, minimum: float, open_minimum: bool = False) -> None:

@@ -23,10 +23,11 @@ import statistics
 import time
 from pathlib import Path
 
-import bitnet
-from bitnet._native import _core
 from bitnet.bench import generation_speed, prompt_speed, random_prompts
 from bitnet.convert import convert
+
+import bitnet
+from bitnet._native import _core
 from bitnet.testing import generate_model
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / ".models" / "bitnet-2b4t-tq2_0.gguf"
@@ -155,7 +156,7 @@ def main() -> None:
                 convert(path, files[head], type="tq2_0", embedding_type=head)
     print(f"{'runner':<32} {'kernels':<14} {'head':>5} {'threads':>7} {'pp t/s':>9} {'tg t/s':>9}")
     n_ctx = args.pp + args.tg + 8
-    n_vocab = len(_core.read_metadata(str(path))["tokenizer.ggml.tokens"])
+    n_vocab = len(_core.gguf.read_metadata(str(path))["tokenizer.ggml.tokens"])
     prompts = random_prompts(max(args.pp, args.tg + 2), args.repeats, n_vocab)
     for threads in args.threads:
         runners: dict[tuple[str, str], BitNetRunner | LlamaCppPythonRunner] = {}

@@ -55,7 +55,7 @@ def native_gemv(
     """A runner: seconds per matrix of one pass of one-token GEMVs over ``matrices``, timed in
     C++ (PackedTernary data for our kernels, GgmlTernaryMatmul objects for ggml)."""
     items = matrices if layout == "ggml" else [m.data for m in matrices]
-    return lambda: _core.time_gemv(items, k, layout, 1.0, x, threads, 1)[0]
+    return lambda: _core.bench.time_gemv(items, k, layout, 1.0, x, threads, 1)[0]
 
 
 def medians(
@@ -93,10 +93,10 @@ def huge_page_copies(mats: list[K.PackedTernary]) -> list[K.PackedTernary]:
 
 def packed_path_matmul(packed: K.PackedTernary, x: np.ndarray, threads: int) -> np.ndarray:
     """K.matmul with the batch forced onto the packed-codes path."""
-    q, scales, sums = _core.quantize_activations(x)
+    q, scales, sums = _core.kernels.quantize_activations(x)
     k = packed.shape[1]
     args = (packed.data, k, packed.layout, packed.scale, q, scales, sums, threads)
-    return _core.ternary_gemm(*args, "auto", "packed")
+    return _core.kernels.ternary_gemm(*args, "auto", "packed")
 
 
 def main() -> None:
@@ -110,7 +110,7 @@ def main() -> None:
         help="GEMV over 64 MiB+ of copies per call, so weights come from memory",
     )
     args = parser.parse_args()
-    roofline = {t: _core.memory_read_bandwidth(1 << 30, t, 5) for t in args.threads}
+    roofline = {t: _core.bench.memory_read_bandwidth(1 << 30, t, 5) for t in args.threads}
     print(
         f"our kernel: {K.kernel_name()} (available: {', '.join(K.available_kernels())}); "
         "read bandwidth "
@@ -132,7 +132,7 @@ def main() -> None:
             for _ in range(copies - 1)
         ]
         i2s = huge_page_copies([K.convert_layout(m, "i2_s") for m in mats])
-        ggml = [_core.GgmlTernaryMatmul(m.data, k) for m in mats]
+        ggml = [_core.bench.GgmlTernaryMatmul(m.data, k) for m in mats]
         dense = K.dequantize(packed)
         for n in (1, args.batch):
             x = rng.standard_normal((n, k)).astype(np.float32)
@@ -175,7 +175,7 @@ def main() -> None:
                         f"{2 * rows * k * n / s / 1e9:>8.1f} {gbs:>7.2f} {roof:>6}",
                         flush=True,
                     )
-    again = {t: _core.memory_read_bandwidth(1 << 30, t, 5) for t in args.threads}
+    again = {t: _core.bench.memory_read_bandwidth(1 << 30, t, 5) for t in args.threads}
     print(
         "read bandwidth measured again at the end (this machine's drift): "
         + ", ".join(f"{again[t]:.1f} GB/s at {t} thread(s)" for t in args.threads)

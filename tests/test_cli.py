@@ -90,8 +90,12 @@ def test_dry_run_json_and_problems(tmp_path: Path, tiny_relu2):
     ("args", "code", "message"),
     [
         (["-m", "{missing}", "-p", "hi"], 3, "does not exist"),
-        (["-m", "{model}", "-p", "hi", "-t", "0"], 2, "threads must be 'auto' or an integer"),
-        (["-m", "{model}", "-p", "hi", "--temperature", "-1"], 2, "temperature must be in"),
+        (["-m", "{model}", "-p", "hi", "-t", "0"], 2, "(--threads) must be 'auto' or an integer"),
+        (
+            ["-m", "{model}", "-p", "hi", "--temperature", "-1"],
+            2,
+            "temperature (--temperature) must be in",
+        ),
         (["-m", "{model}", "-p", "hi", "-c", "4"], 2, "must be an integer from 16"),
         (["-m", "{model}"], 2, "--prompt is required"),
     ],
@@ -208,11 +212,11 @@ def test_threads_auto_in_plan(tiny_relu2):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--top-k", "1000000000000"], "top_k must be an integer from 0 to 2147483647"),
-        (["-n", "2147483648"], "max_tokens must be an integer from 0 to 2147483647"),
-        (["--repeat-penalty", "inf"], "repeat_penalty must be a finite number"),
-        (["--temperature", "nan"], "temperature must be a finite number"),
-        (["--stop", os.fsdecode(b"\xff")], "stop is not valid Unicode"),
+        (["--top-k", "1000000000000"], "top_k (--top-k) must be an integer from 0 to 2147483647"),
+        (["-n", "2147483648"], "max_tokens (--n-predict) must be an integer from 0 to 2147483647"),
+        (["--repeat-penalty", "inf"], "repeat_penalty (--repeat-penalty) must be a finite number"),
+        (["--temperature", "nan"], "temperature (--temperature) must be a finite number"),
+        (["--stop", os.fsdecode(b"\xff")], "stop (--stop) is not valid Unicode"),
         (["-p", os.fsdecode(b"caf\xe9")], "--prompt is not valid Unicode: it has a lone surrogate"),
     ],
 )
@@ -246,7 +250,7 @@ def test_a_conversation_skips_a_line_that_is_not_utf8(tiny_relu2):
         (["-n", "0"], "--n-gen must be an integer from 1"),
         (["-r", "0"], "--repeats must be an integer from 1"),
         (["-p", "0"], "--n-prompt must be an integer from 1"),
-        (["-t", "0"], "--threads must be from 1 to 1024"),
+        (["-t", "0"], "--threads must be an integer from 1 to 512"),
     ],
 )
 def test_bench_refuses_empty_runs(tiny_relu2, args, message):

@@ -22,7 +22,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from bitnet.fetch import FetchError, fetch
+from bitnet.deploy.fetch import FetchError, fetch
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "infra" / "docker"
@@ -165,7 +165,7 @@ def test_terraform_deployment_probes_command_and_drain():
     init = pod["dynamic"][0]["init_container"]
     assert "model_is_remote" in str(init["for_each"])
     init_body = init["content"][0]
-    assert init_body["command"] == ["python", "-m", "bitnet.fetch"]
+    assert init_body["command"] == ["python", "-m", "bitnet.deploy.fetch"]
     assert "$(MODEL_SHA256)" in init_body["args"]
     locals_ = {k: v for block in load_tf()["locals"] for k, v in block.items()}
     # the drain: grace period = preStop pause + the server's --grace + a margin
@@ -183,7 +183,7 @@ def test_server_has_the_probe_endpoints_and_grace_flag():
     """What the module relies on exists in the server and its CLI."""
     from bitnet.cli import build_parser
 
-    server = (ROOT / "python" / "bitnet" / "server.py").read_text()
+    server = (ROOT / "python" / "bitnet" / "server" / "app.py").read_text()
     assert '"/health"' in server and '"/ready"' in server
     help_text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()
     for flag in ("--grace", "--host", "--threads", "--ctx-size", "--parallel"):
@@ -298,14 +298,14 @@ def test_fetch_local_path_and_cli(tmp_path: Path):
     src.write_bytes(b"GGUF-bytes")
     dest = tmp_path / "out" / "m.gguf"
     proc = subprocess.run(
-        [sys.executable, "-m", "bitnet.fetch", str(src), str(dest), "--sha256", ""],
+        [sys.executable, "-m", "bitnet.deploy.fetch", str(src), str(dest), "--sha256", ""],
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 0, proc.stderr
     assert dest.read_bytes() == b"GGUF-bytes"
     proc = subprocess.run(
-        [sys.executable, "-m", "bitnet.fetch", str(tmp_path / "nope"), str(dest) + "2"],
+        [sys.executable, "-m", "bitnet.deploy.fetch", str(tmp_path / "nope"), str(dest) + "2"],
         capture_output=True,
         text=True,
     )

@@ -66,12 +66,12 @@ def test_unsupported_architecture(tmp_path: Path):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_threads": 0}, "n_threads must be a positive integer, got 0"),
-        ({"n_threads_batch": -1}, "n_threads_batch must be a positive integer"),
-        ({"n_ctx": 0}, "n_ctx must be a positive integer"),
-        ({"n_batch": 0}, "n_batch must be a positive integer"),
-        ({"n_ctx": 10**12}, "n_ctx=1000000000000 is larger than the supported maximum"),
-        ({"n_threads": 5000}, "n_threads=5000 is larger than the supported maximum of 512"),
+        ({"n_threads": 0}, "n_threads must be 'auto' or an integer from 1 to 512, got 0"),
+        ({"n_threads_batch": -1}, "n_threads_batch must be 'auto' or an integer from 1"),
+        ({"n_ctx": 0}, "n_ctx must be an integer from 16 to 16777216, got 0"),
+        ({"n_batch": 0}, "n_batch must be an integer from 1"),
+        ({"n_ctx": 10**12}, "n_ctx must be an integer from 16 to 16777216, got 1000000000000"),
+        ({"n_threads": 5000}, "n_threads must be 'auto' or an integer from 1 to 512, got 5000"),
         ({"engine": "gpu"}, "engine must be"),
         ({"seed": "x"}, "seed must be an integer"),
     ],

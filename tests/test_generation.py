@@ -119,7 +119,7 @@ def test_eot_is_end_of_generation(tiny_model):
 def test_chat_uses_the_file_template(tiny_model):
     prompt = tiny_model.chat_prompt([{"role": "user", "content": "Hi"}])
     assert prompt == "<|begin_of_text|>User: Hi<|eot_id|>Assistant: "
-    tokens = tiny_model._chat_prompt([{"role": "user", "content": "Hi"}])
+    tokens = tiny_model.chat_tokens([{"role": "user", "content": "Hi"}])
     assert tokens.count(tiny_model._native.bos) == 1
     result = tiny_model.chat([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0)
     assert result.usage.prompt_tokens == len(tokens)
@@ -211,9 +211,9 @@ def test_utf8_assembly_never_splits_characters(chunk):
     data = text.encode()
     pending, out = b"", []
     for i in range(0, len(data), chunk):
-        piece, pending = _core._take_utf8(pending + data[i : i + chunk], False)
+        piece, pending = _core.model._take_utf8(pending + data[i : i + chunk], False)
         out.append(piece)
-    piece, pending = _core._take_utf8(pending, True)
+    piece, pending = _core.model._take_utf8(pending, True)
     out.append(piece)
     assert "".join(out) == text and pending == b""
     assert all("\ufffd" not in p for p in out)
@@ -222,9 +222,9 @@ def test_utf8_assembly_never_splits_characters(chunk):
 def test_utf8_assembly_replaces_invalid_bytes():
     from bitnet._native import _core
 
-    assert _core._take_utf8(b"a\xffb\xe2\x82", False) == ("a\ufffdb", b"\xe2\x82")
-    assert _core._take_utf8(b"\xe2\x82", True) == ("\ufffd\ufffd", b"")
-    assert _core._take_utf8(b"\xe2(x", False) == ("\ufffd(x", b"")
+    assert _core.model._take_utf8(b"a\xffb\xe2\x82", False) == ("a\ufffdb", b"\xe2\x82")
+    assert _core.model._take_utf8(b"\xe2\x82", True) == ("\ufffd\ufffd", b"")
+    assert _core.model._take_utf8(b"\xe2(x", False) == ("\ufffd(x", b"")
     # Sequences Python's strict decoder rejects: a surrogate, overlong forms, > U+10FFFF.
     for bad in (
         b"\xed\xa0\x80",
@@ -233,7 +233,7 @@ def test_utf8_assembly_replaces_invalid_bytes():
         b"\xf4\x90\x80\x80",
         b"\xc0\xaf",
     ):
-        text, rest = _core._take_utf8(bad + b"!", False)
+        text, rest = _core.model._take_utf8(bad + b"!", False)
         assert rest == b"" and text.endswith("!") and set(text[:-1]) == {"\ufffd"}, bad
 
 
@@ -243,7 +243,7 @@ def test_utf8_assembly_on_random_bytes():
     rng = np.random.default_rng(0)
     for _ in range(300):
         data = rng.integers(0, 256, size=int(rng.integers(1, 12)), dtype=np.uint8).tobytes()
-        text, rest = _core._take_utf8(data, True)
+        text, rest = _core.model._take_utf8(data, True)
         assert rest == b""
         # Same characters as Python's decoder; only the number of U+FFFD per bad run differs.
         python = data.decode("utf-8", errors="replace")

@@ -76,7 +76,7 @@ def test_kernels_are_exact(layout, kernel, rows, k, n, case):
     data = pack_i2s(values) if layout == "i2_s" else pack_tq2(values, 0.5)
     scales = np.resize(np.array([1.0, 0.25, 2.0, 0.5, 4.0], np.float32), n)
     sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
-    y = _core.ternary_gemm(data, k, layout, 0.5, q, scales, sums, 2, kernel)
+    y = _core.kernels.ternary_gemm(data, k, layout, 0.5, q, scales, sums, 2, kernel)
     want = numpy_dot(values, q).astype(np.float64) * 0.5 * scales[:, None]
     np.testing.assert_array_equal(y, want.astype(np.float32))
 
@@ -92,10 +92,10 @@ def test_batch_paths_agree(kernel):
     want = numpy_dot(values, q).astype(np.float32)
     data = pack_tq2(values, 1.0)
     for path in ("auto", "packed", "unpacked"):
-        y = _core.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, path)
+        y = _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, path)
         np.testing.assert_array_equal(y, want)
     with pytest.raises(ValueError, match="batch_path must be"):
-        _core.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, "fast")
+        _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, "fast")
 
 
 def test_i2s_kernel_takes_odd_group_counts():
@@ -106,7 +106,9 @@ def test_i2s_kernel_takes_odd_group_counts():
         sums = q.astype(np.int32).sum(axis=1, dtype=np.int32)
         for kernel in ["scalar", *SIMD]:
             ones = np.ones(n, np.float32)
-            y = _core.ternary_gemm(pack_i2s(values), 384, "i2_s", 1.0, q, ones, sums, 1, kernel)
+            y = _core.kernels.ternary_gemm(
+                pack_i2s(values), 384, "i2_s", 1.0, q, ones, sums, 1, kernel
+            )
             np.testing.assert_array_equal(y, numpy_dot(values, q).astype(np.float32))
 
 
@@ -158,8 +160,8 @@ def test_simd_activation_quantization_equals_scalar(k):
     x[1] = 0.0
     x[2, : k // 2] = 127.0  # ties and extremes
     x[3] = np.round(rng.standard_normal(k) * 50).astype(np.float32) + np.float32(0.5)
-    simd = _core.quantize_activations(x)
-    scalar = _core.quantize_activations(x, False)
+    simd = _core.kernels.quantize_activations(x)
+    scalar = _core.kernels.quantize_activations(x, False)
     for a, b in zip(simd, scalar, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(simd[2], simd[0].astype(np.int32).sum(axis=1))
@@ -249,15 +251,15 @@ def test_ggml_tq2_path_agrees_with_ours():
     packed = K.quantize_weights(w, layout="tq2_0")
     want = x @ K.dequantize(packed).T
     ours = K.matmul(packed, x, n_threads=2)
-    ggml = _core.GgmlTernaryMatmul(packed.data, 512).run(x, 2)
+    ggml = _core.bench.GgmlTernaryMatmul(packed.data, 512).run(x, 2)
     for got in (ours, ggml):
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.02
 
 
 def test_memory_bandwidth_probe():
-    assert _core.memory_read_bandwidth(1 << 24, 1, 1) > 0.1
+    assert _core.bench.memory_read_bandwidth(1 << 24, 1, 1) > 0.1
     with pytest.raises(ValueError, match="1 MiB"):
-        _core.memory_read_bandwidth(10, 1, 1)
+        _core.bench.memory_read_bandwidth(10, 1, 1)
 
 
 # ---- the Q6_K head kernel ---------------------------------------------------------------------
@@ -288,7 +290,7 @@ def test_q6k_head_kernel_against_gguf_dequantization(kernel, rows, k):
     """Our Q6_K kernel equals gguf's (independent) dequantization times the per-block int8
     activations, computed in float64, up to float32 rounding; scales include subnormal fp16
     values, zero and negatives, activations an all-zero block and extremes."""
-    if kernel == "avx2" and not _core.cpu_has_avx2():
+    if kernel == "avx2" and not _core.kernels.cpu_has_avx2():
         pytest.skip("no AVX2 on this CPU")
     from gguf import GGMLQuantizationType, quants
 
@@ -305,7 +307,7 @@ def test_q6k_head_kernel_against_gguf_dequantization(kernel, rows, k):
     for b in range(nb):
         cols = slice(256 * b, 256 * b + 256)
         want += d[:, b : b + 1].astype(np.float64) * (q[:, cols] @ deq[:, cols].T)
-    got = _core.q6k_matmul(w, k, x, kernel)
+    got = _core.kernels.q6k_matmul(w, k, x, kernel)
     assert got.shape == (3, rows) and got.dtype == np.float32
     scale = np.abs(want).max() + 1e-30
     assert np.abs(got - want).max() / scale < 1e-5
@@ -314,13 +316,13 @@ def test_q6k_head_kernel_against_gguf_dequantization(kernel, rows, k):
 def test_q6k_head_kernel_validation():
     w = np.zeros((4, 210), dtype=np.uint8)
     with pytest.raises(ValueError, match="multiple of 256"):
-        _core.q6k_matmul(w, 100, np.zeros((1, 100), np.float32), "scalar")
+        _core.kernels.q6k_matmul(w, 100, np.zeros((1, 100), np.float32), "scalar")
     with pytest.raises(ValueError, match=r"\(rows, 420\)"):
-        _core.q6k_matmul(w, 512, np.zeros((1, 512), np.float32), "scalar")
+        _core.kernels.q6k_matmul(w, 512, np.zeros((1, 512), np.float32), "scalar")
     with pytest.raises(ValueError, match="x must be"):
-        _core.q6k_matmul(w, 256, np.zeros((1, 512), np.float32), "scalar")
+        _core.kernels.q6k_matmul(w, 256, np.zeros((1, 512), np.float32), "scalar")
     with pytest.raises(ValueError, match="kernel must be"):
-        _core.q6k_matmul(w, 256, np.zeros((1, 256), np.float32), "neon")
+        _core.kernels.q6k_matmul(w, 256, np.zeros((1, 256), np.float32), "neon")
 
 
 def test_native_gemv_timer_for_the_benchmark():
@@ -332,13 +334,13 @@ def test_native_gemv_timer_for_the_benchmark():
     for items, layout in (
         ([packed.data, packed.data], "tq2_0"),
         ([i2s.data], "i2_s"),
-        ([_core.GgmlTernaryMatmul(packed.data, 512)], "ggml"),
+        ([_core.bench.GgmlTernaryMatmul(packed.data, 512)], "ggml"),
     ):
-        times = _core.time_gemv(items, 512, layout, 1.0, x, 2, 3)
+        times = _core.bench.time_gemv(items, 512, layout, 1.0, x, 2, 3)
         assert len(times) == 3 and all(t > 0 for t in times)
     with pytest.raises(ValueError, match=r"\(rows, 128\)"):
-        _core.time_gemv([packed.data], 512, "i2_s", 1.0, x, 1, 1)
+        _core.bench.time_gemv([packed.data], 512, "i2_s", 1.0, x, 1, 1)
     with pytest.raises(ValueError, match="x must be"):
-        _core.time_gemv([i2s.data], 512, "i2_s", 1.0, x[:256], 1, 1)
+        _core.bench.time_gemv([i2s.data], 512, "i2_s", 1.0, x[:256], 1, 1)
     with pytest.raises(ValueError, match="need repeats from 1"):
-        _core.time_gemv([i2s.data], 512, "i2_s", 1.0, x, 1, 0)
+        _core.bench.time_gemv([i2s.data], 512, "i2_s", 1.0, x, 1, 0)

@@ -35,7 +35,7 @@ def test_metadata_matches_the_gguf_package(tiny_relu2):
 
     from bitnet._native import _core
 
-    ours = _core.read_metadata(str(tiny_relu2))
+    ours = _core.gguf.read_metadata(str(tiny_relu2))
     reader = gguf.GGUFReader(tiny_relu2)
     theirs = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
     assert ours.keys() == theirs.keys()
@@ -52,7 +52,7 @@ def test_metadata_of_a_bad_file(tmp_path: Path):
     path = tmp_path / "x.gguf"
     path.write_bytes(b"GGUF" + b"\xff" * 40)
     with pytest.raises(bitnet.ModelLoadError, match="damaged or truncated"):
-        _core.read_metadata(str(path))
+        _core.gguf.read_metadata(str(path))
 
 
 def test_cli_generate_model(tmp_path: Path):
@@ -112,29 +112,53 @@ def test_import_failure_explains_the_fix():
     assert "libllama.so.0" in proc.stderr and "pip install ." in proc.stderr
 
 
-def test_stubs_match_the_extension():
-    """python/bitnet/_core.pyi names exactly what bitnet._core has (stubs go stale otherwise)."""
+def _stub_names(path: Path) -> dict[str, set[str]]:
+    """Module-level names ("") and each class's methods and properties, from a .pyi file."""
     import ast
 
-    from bitnet._native import _core
-
-    stub = ast.parse((Path(bitnet.__file__).parent / "_core.pyi").read_text())
-    stub_names: dict[str, set[str]] = {"": set()}
-    for node in stub.body:
+    names: dict[str, set[str]] = {"": set()}
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.ClassDef):
-            stub_names[""].add(node.name)
-            stub_names[node.name] = {
+            names[""].add(node.name)
+            names[node.name] = {
                 n.name for n in node.body if isinstance(n, ast.FunctionDef) and n.name != "__init__"
             }
         elif isinstance(node, ast.FunctionDef):
-            stub_names[""].add(node.name)
+            names[""].add(node.name)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            stub_names[""].add(node.target.id)
+            names[""].add(node.target.id)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:
+            names[""].update(a.asname or a.name for a in node.names)
+    return names
+
+
+def test_stubs_match_the_extension():
+    """python/bitnet/_core/*.pyi name exactly what bitnet._core and each of its submodules
+    have (stubs go stale otherwise)."""
+    import types
+
+    from bitnet._native import _core
 
     def public(obj: object) -> set[str]:
-        names = {n for n in vars(obj) if not (n.startswith("_") and n.endswith("_"))}
-        return names | ({"__version__"} if obj is _core else set())
+        return {n for n in vars(obj) if not (n.startswith("_") and n.endswith("_"))}
 
-    assert public(_core) == stub_names[""]
-    for cls in ("Model", "Generator"):
-        assert public(getattr(_core, cls)) == stub_names[cls], cls
+    stubs = Path(bitnet.__file__).parent / "_core"
+    top = _stub_names(stubs / "__init__.pyi")
+    assert public(_core) | {"__version__"} == top[""]
+    submodules = {n for n in public(_core) if isinstance(getattr(_core, n), types.ModuleType)}
+    assert {p.stem for p in stubs.glob("*.pyi")} - {"__init__"} == submodules
+    for name in submodules:
+        stub = _stub_names(stubs / f"{name}.pyi")
+        module = getattr(_core, name)
+        assert public(module) == stub[""], name
+        for cls in stub.keys() - {""}:
+            assert public(getattr(module, cls)) == stub[cls], f"{name}.{cls}"
+
+
+def test_sampling_parameters_are_the_options():
+    """options.py and the C++ binding name the same sampling parameters, so a parameter added
+    to one and not the other fails here (and at the first generation)."""
+    from bitnet._native import _core
+    from bitnet.options import SamplingOptions
+
+    assert set(_core.model.SAMPLING_PARAMETERS) == {f.name for f, _ in SamplingOptions.options()}

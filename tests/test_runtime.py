@@ -88,8 +88,8 @@ def test_more_threads_than_cores_warns():
     [
         ({"n_ctx": 8}, r"n_ctx \(--ctx-size\) must be an integer from 16"),
         ({"n_batch": 0}, r"n_batch \(--batch-size\) must be an integer from 1"),
-        ({"engine": "cuda"}, "engine must be"),
-        ({"threads": 0}, "threads must be 'auto' or an integer from 1"),
+        ({"engine": "cuda"}, r"engine \(--engine\) must be"),
+        ({"threads": 0}, r"n_threads \(--threads\) must be 'auto' or an integer from 1"),
     ],
 )
 def test_runtime_argument_errors(tiny_relu2, kwargs, message):
@@ -195,16 +195,18 @@ def test_events_for_load_and_generation(tiny_relu2, caplog):
 
 
 def test_cpu_without_a_compiled_instruction_set(monkeypatch, tiny_relu2):
-    import bitnet.runtime as rt
+    import bitnet.cpu as cpu
 
-    compiled = rt.compiled_cpu_features()
+    compiled = cpu.compiled_cpu_features()
     if "AVX2" not in compiled:
         pytest.skip("this build does not use AVX2")
     old_cpu = {"pni", "ssse3"}  # an x86-64 CPU from before AVX
-    assert "AVX2" in rt.missing_cpu_features(old_cpu)
-    assert rt.missing_cpu_features(set()) == []  # unknown CPU: no false alarm
-    monkeypatch.setattr(rt, "cpu_flags", lambda: old_cpu)
-    with pytest.raises(rt.UnsupportedCPUError, match=r"this CPU lacks .*AVX2.*reinstall"):
+    assert "AVX2" in cpu.missing_cpu_features(old_cpu)
+    assert cpu.missing_cpu_features(set()) == []  # unknown CPU: no false alarm
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: old_cpu)
+    with pytest.raises(
+        bitnet.errors.UnsupportedCPUError, match=r"this CPU lacks .*AVX2.*reinstall"
+    ):
         BitNetRuntime(tiny_relu2).validate()
     diag = BitNetRuntime(tiny_relu2).diagnostics()
     assert "cpu_missing_features" in [p.code for p in diag.problems] and not diag.ok

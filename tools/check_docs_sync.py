@@ -22,16 +22,18 @@ Checks (each failure is printed with the file and the fix; exit 1 if any):
 5. docs/documentation-review-checklist.md has every item ticked and names every doc;
 6. every exit code the docs give (``exit 4``, ``exits 0``, ``exit code 5``) is one the code
    uses: for the command named last before it in the same paragraph (``bitnet diagnose``), one
-   that command can end with (``COMMAND_EXIT_CODES`` in cli.py), else one of ``EXIT_CODES``.
+   that command can end with (``COMMAND_EXIT_CODES`` in bitnet/cli/exits.py), else one of
+   ``EXIT_CODES``.
 
-The code is read statically (ast and regular expressions), so no build is needed.
+No build is needed: the code is read with regular expressions, and the command line (whose
+flags come from bitnet/options.py) is built by a child interpreter from the source tree alone.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime as dt
+import json
 import re
 import subprocess
 import sys
@@ -46,6 +48,25 @@ except ModuleNotFoundError:  # Python 3.10
 REVIEWED = re.compile(r"^Last reviewed: (\d{4}-\d{2}-\d{2}) \(covers ([^)]+)\)\s*$", re.M)
 SCRIPTS = {"run_inference.py": "run", "run_inference_server.py": "serve", "setup_env.py": "setup"}
 KINDS = ("module", "cli", "endpoint", "terraform")
+# Packages documented as one unit: their modules need no SRD entry of their own.
+WHOLE_PACKAGES = ("cli", "server", "testing")
+# Run in a child interpreter (see Checker.cli): the parser's commands, flags and exit codes.
+_READ_CLI = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from bitnet.cli import COMMAND_EXIT_CODES, EXIT_CODES, build_parser
+parser = build_parser()
+sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+commands = {
+    name: sorted({o for a in p._actions for o in a.option_strings if o.startswith("--")})
+    for name, p in sub.choices.items()
+}
+print(json.dumps({
+    "commands": commands,
+    "exit_codes": sorted(EXIT_CODES),
+    "command_exit_codes": {k: sorted(v) for k, v in COMMAND_EXIT_CODES.items()},
+}))
+"""
 INVOCATION = re.compile(
     r"(?:^|[\s`(])((?:python -m )?bitnet|run_inference_server\.py|run_inference\.py|setup_env\.py)"
     r"\s+(.*)"
@@ -57,6 +78,7 @@ class Checker:
         self.root = root
         self.errors: list[str] = []
         self.docs = sorted((root / "docs").glob("*.md"))
+        self._cli: dict[str, Any] | None = None
 
     def error(self, where: Path | str, message: str) -> None:
         rel = where.relative_to(self.root) if isinstance(where, Path) else where
@@ -84,77 +106,59 @@ class Checker:
 
     # -- what the code has ---------------------------------------------------------------------
 
+    def cli(self) -> dict[str, Any]:
+        """The command line as the code builds it: {"commands": {command: [flags]},
+        "exit_codes": [...], "command_exit_codes": {command: [...]}}.
+
+        The flags of the settings are derived from bitnet/options.py at run time, so the parser
+        is built, in a child interpreter that imports the package from this root (``-S``: the
+        command line needs nothing beyond the standard library, and an installed bitnet must
+        not stand in for the tree being checked)."""
+        if self._cli is None:
+            proc = subprocess.run(
+                [sys.executable, "-S", "-c", _READ_CLI, str(self.root / "python")],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                self.error("python/bitnet/cli", f"cannot build the parser: {proc.stderr.strip()}")
+                self._cli = {"commands": {}, "exit_codes": [], "command_exit_codes": {}}
+            else:
+                self._cli = json.loads(proc.stdout)
+        return self._cli
+
     def cli_commands(self) -> dict[str, set[str]]:
-        """{command: flags} from python/bitnet/cli.py (helpers one call deep, bootstrap's too)."""
-        helpers: dict[str, set[str]] = {}
-        trees = [
-            ast.parse((self.root / "python/bitnet" / name).read_text())
-            for name in ("cli.py", "bootstrap.py")
-            if (self.root / "python/bitnet" / name).exists()
-        ]
-        for tree in trees:
-            for fn in ast.walk(tree):
-                if isinstance(fn, ast.FunctionDef) and fn.args.args:
-                    param = fn.args.args[0].arg
-                    flags = _flags_added_to(fn, param)
-                    if flags:
-                        helpers[fn.name] = flags
-        # `from .bootstrap import add_arguments as _setup_arguments`
-        for tree in trees:
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom):
-                    for alias in node.names:
-                        if alias.asname and alias.name in helpers:
-                            helpers[alias.asname] = helpers[alias.name]
-        commands: dict[str, set[str]] = {}
-        variables: dict[str, str] = {}
-        build = next(
-            (
-                n
-                for n in ast.walk(trees[0])
-                if isinstance(n, ast.FunctionDef) and n.name == "build_parser"
-            ),
-            None,
-        )
-        if build is None:
-            self.error("python/bitnet/cli.py", "no build_parser() to read the commands from")
-            return commands
-        for node in ast.walk(build):
-            if (
-                isinstance(node, ast.Assign)
-                and isinstance(node.value, ast.Call)
-                and _attr(node.value.func) == "add_parser"
-                and node.value.args
-                and isinstance(node.value.args[0], ast.Constant)
-            ):
-                name = str(node.value.args[0].value)
-                variables[node.targets[0].id] = name  # type: ignore[attr-defined]
-                commands[name] = {"--help"}
-        for node in ast.walk(build):
-            if not isinstance(node, ast.Call):
-                continue
-            if _attr(node.func) == "add_argument" and isinstance(node.func, ast.Attribute):
-                owner = getattr(node.func.value, "id", None)
-                if owner in variables:
-                    commands[variables[owner]] |= _option_strings(node)
-            elif isinstance(node.func, ast.Name) and node.func.id in helpers and node.args:
-                owner = getattr(node.args[0], "id", None)
-                if owner in variables:
-                    commands[variables[owner]] |= helpers[node.func.id]
-        return commands
+        """{command: flags} (``--help`` included)."""
+        return {name: set(flags) for name, flags in self.cli()["commands"].items()}
 
     def endpoints(self) -> set[str]:
-        server = self.root / "python/bitnet/server.py"
-        text = server.read_text() if server.exists() else ""
-        return {
-            f"{method.upper()} {path}"
-            for method, path in re.findall(r'@app\.(get|post|put|delete)\(\s*"([^"]+)"', text)
-        }
+        found = set()
+        for path in (self.root / "python/bitnet/server").glob("*.py"):
+            found |= {
+                f"{method.upper()} {route}"
+                for method, route in re.findall(
+                    r'@(?:app|router)\.(get|post|put|delete)\(\s*"([^"]+)"', path.read_text()
+                )
+            }
+        return found
 
     def modules(self) -> set[str]:
+        """Public modules and packages, and the modules of packages that are not documented
+        as one unit (the CLI's commands are "cli" entries; the testing helpers one entry)."""
         pkg = self.root / "python/bitnet"
-        names = {f"bitnet.{p.stem}" for p in pkg.glob("*.py") if not p.stem.startswith("_")}
-        names |= {f"bitnet.{p.name}" for p in pkg.iterdir() if (p / "__init__.py").exists()}
+        names = set()
+        for path in pkg.rglob("*.py"):
+            parts = path.relative_to(pkg).with_suffix("").parts
+            if any(p.startswith("_") and p != "__init__" for p in parts):
+                continue
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+                if not parts:
+                    continue
+            elif len(parts) > 1 and parts[0] in WHOLE_PACKAGES:
+                continue
+            names.add(".".join(("bitnet", *parts)))
         return names
 
     def terraform_resources(self) -> set[str]:
@@ -170,7 +174,7 @@ class Checker:
         """(event names, metric names) the code emits."""
         events: set[str] = {"log"}
         metrics: set[str] = set()
-        for path in (self.root / "python/bitnet").glob("*.py"):
+        for path in (self.root / "python/bitnet").rglob("*.py"):
             text = path.read_text()
             events |= set(re.findall(r'emit\(\s*"([a-z_]+)"', text))
             events |= set(re.findall(r'"event":\s*"([a-z_]+)"', text))
@@ -304,41 +308,14 @@ class Checker:
                         self.error(doc, f"metric `{name}` is not exported by the server")
 
     def exit_codes(self) -> tuple[set[int], dict[str, set[int]]]:
-        """(every exit code, codes by command) from cli.py's module-level constant tables."""
-        cli = self.root / "python/bitnet/cli.py"
-        namespace: dict[str, Any] = {}
-        tree = ast.parse(cli.read_text()) if cli.exists() else ast.Module(body=[], type_ignores=[])
-        for node in tree.body:
-            if isinstance(node, ast.AnnAssign) and node.value is not None:
-                targets, value = [node.target], node.value
-            elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-                targets, value = [node.targets[0]], node.value
-            else:
-                continue
-            try:
-                result = _literal(value, namespace)
-            except ValueError:
-                continue  # not a table of constants
-            if isinstance(targets[0], ast.Tuple):
-                names, values = targets[0].elts, list(result)
-            else:
-                names, values = targets, [result]
-            for name, v in zip(names, values, strict=False):
-                if isinstance(name, ast.Name):
-                    namespace[name.id] = v
-        codes = namespace.get("EXIT_CODES", {})
-        by_command = namespace.get("COMMAND_EXIT_CODES", {})
-        return (
-            {int(c) for c in codes} if isinstance(codes, dict) else set(),
-            {str(k): {int(c) for c in v} for k, v in by_command.items()}
-            if isinstance(by_command, dict)
-            else {},
-        )
+        """(every exit code, codes by command): EXIT_CODES and COMMAND_EXIT_CODES."""
+        cli = self.cli()
+        return set(cli["exit_codes"]), {k: set(v) for k, v in cli["command_exit_codes"].items()}
 
     def check_exit_codes(self, commands: dict[str, set[str]]) -> None:
         every, by_command = self.exit_codes()
         if not every:
-            self.error("python/bitnet/cli.py", "no EXIT_CODES table to check the docs against")
+            self.error("python/bitnet/cli/exits.py", "no EXIT_CODES to check the docs against")
             return
         mention = re.compile(
             r"(?:\bbitnet\s+(?P<command>[a-z][a-z-]*)\b|(?P<script>run_inference_server\.py|"
@@ -364,7 +341,7 @@ class Checker:
                             self.error(
                                 doc,
                                 f"says `bitnet {command}` exits {code}, but it exits with one "
-                                f"of {used} (COMMAND_EXIT_CODES in cli.py)",
+                                f"of {used} (COMMAND_EXIT_CODES in bitnet/cli/exits.py)",
                             )
                         elif command not in by_command and code not in every:
                             self.error(doc, f"exit code {code} is not one the CLI uses")
@@ -411,51 +388,6 @@ class Checker:
         self.check_version_entries()
         self.check_checklist()
         return self.errors
-
-
-def _literal(node: ast.expr, names: dict[str, Any]) -> Any:
-    """The value of a constant, a name bound to one, or a tuple/list/dict of them (with
-    ``*name``); ValueError for anything else (the code is read, never run)."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name) and node.id in names:
-        return names[node.id]
-    if isinstance(node, ast.Tuple | ast.List):
-        items: list[Any] = []
-        for elt in node.elts:
-            if isinstance(elt, ast.Starred):
-                items.extend(_literal(elt.value, names))
-            else:
-                items.append(_literal(elt, names))
-        return tuple(items)
-    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
-        return {
-            _literal(k, names): _literal(v, names)  # type: ignore[arg-type]
-            for k, v in zip(node.keys, node.values, strict=True)
-        }
-    raise ValueError(ast.dump(node))
-
-
-def _attr(func: ast.expr) -> str | None:
-    return func.attr if isinstance(func, ast.Attribute) else None
-
-
-def _option_strings(call: ast.Call) -> set[str]:
-    return {
-        a.value for a in call.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")
-    }
-
-
-def _flags_added_to(fn: ast.FunctionDef, param: str) -> set[str]:
-    flags: set[str] = set()
-    for node in ast.walk(fn):
-        if (
-            isinstance(node, ast.Call)
-            and _attr(node.func) == "add_argument"
-            and getattr(node.func.value, "id", None) == param  # type: ignore[attr-defined]
-        ):
-            flags |= _option_strings(node)
-    return flags
 
 
 def _doc_name(kind: str, name: str) -> str:

@@ -131,7 +131,7 @@ bool is_supported_weight_type(ggml_type type) {
 }  // namespace
 
 bool is_bitnet_arch(const std::string& arch) {
-  return arch == "bitnet" || arch == "bitnet-b1.58" || arch == "bitnet-25";
+  return std::find(kBitnetArchitectures.begin(), kBitnetArchitectures.end(), arch) != kBitnetArchitectures.end();
 }
 
 BitNetEngine::BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_context_ptr tensors,
@@ -156,9 +156,10 @@ void BitNetEngine::load_hparams(const std::string& path) {
   const gguf_context* g = gguf_.get();
   hp_.arch = gguf_string(g, "general.architecture", "");
   if (!is_bitnet_arch(hp_.arch)) {
-    throw ModelLoadError("'" + path + "' has architecture '" + hp_.arch +
-                         "', which BitNetEngine does not run (it runs bitnet, bitnet-b1.58 and "
-                         "bitnet-25); use engine='llama' or engine='auto'");
+    std::string known;
+    for (const char* arch : kBitnetArchitectures) known += (known.empty() ? "" : ", ") + std::string(arch);
+    throw ModelLoadError("'" + path + "' has architecture '" + hp_.arch + "', which BitNetEngine does not run (it runs " +
+                         known + "); use engine='llama' or engine='auto'");
   }
   // Every value from the file is range-checked here: what reaches ggml unchecked ends in a
   // GGML_ASSERT (an abort of the whole process) or in sizes that overflow.

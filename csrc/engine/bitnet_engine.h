@@ -1,6 +1,8 @@
 // BitNetEngine: our own ggml graph for the BitNet b1.58 family.
 #pragma once
 
+#include <array>
+
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -74,6 +76,8 @@ struct HeadOpState {
 };
 
 // True for the architectures BitNetEngine runs.
+// The architectures BitNetEngine runs (bitnet.formats.gguf.BITNET_ARCHITECTURES reads this list).
+inline constexpr std::array<const char*, 3> kBitnetArchitectures = {"bitnet", "bitnet-b1.58", "bitnet-25"};
 bool is_bitnet_arch(const std::string& arch);
 
 class BitNetEngine final : public Engine {

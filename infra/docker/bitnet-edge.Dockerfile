@@ -37,7 +37,7 @@ RUN echo "building for ${TARGETPLATFORM:-the host platform}" \
  && pip install --no-cache-dir build==1.2.2 \
  && pip wheel --no-cache-dir --wheel-dir /wheels llama-cpp-python==0.3.36 \
  && python -m build --wheel --outdir /wheels . \
- && pip install --no-cache-dir --find-links /wheels /wheels/bitnet-*.whl \
+ && pip install --no-cache-dir --find-links /wheels "$(ls /wheels/bitnet_cpu-*.whl)[server]" \
  && pip uninstall --yes build
 
 FROM ${PYTHON_IMAGE} AS runtime

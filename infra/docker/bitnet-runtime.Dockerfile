@@ -52,9 +52,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libgomp1 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /tmp/wheels
-# Offline install from the wheels built above (llama-cpp-python's included); the other
-# dependencies come from PyPI at the versions pyproject.toml allows.
-RUN python -m pip install --no-cache-dir --find-links /tmp/wheels /tmp/wheels/bitnet-*.whl \
+# Install from the wheels built above (llama-cpp-python's included), with the server extra;
+# the other dependencies come from PyPI at the versions pyproject.toml allows.
+RUN python -m pip install --no-cache-dir --find-links /tmp/wheels \
+      "$(ls /tmp/wheels/bitnet_cpu-*.whl)[server]" \
  && rm -rf /tmp/wheels \
  && useradd --system --uid 10001 --create-home --shell /usr/sbin/nologin bitnet \
  && mkdir -p /models /opt/bitnet \

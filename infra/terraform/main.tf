@@ -83,7 +83,7 @@ resource "kubernetes_deployment_v1" "bitnet" {
           content {
             name    = "fetch-model"
             image   = var.image
-            command = ["python", "-m", "bitnet.fetch"]
+            command = ["python", "-m", "bitnet.deploy.fetch"]
             args    = ["$(MODEL_URL)", "$(MODEL_PATH)", "--sha256", "$(MODEL_SHA256)"]
 
             env_from {

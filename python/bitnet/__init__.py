@@ -15,13 +15,17 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import _aliases
 from .errors import BitNetError, EngineError, ListenError, ModelLoadError, NativeExtensionError
 
 if TYPE_CHECKING:
     from .chat import BUILTIN_CHAT_TEMPLATE
     from .model import GenerationResult, Model, TextStream, Timings, Usage
+    from .options import LoadOptions, SamplingOptions
 
     __version__: str
+
+_aliases.install()  # the 0.1 module paths (bitnet.convert, ...) still import
 
 # Native log lines arrive on "bitnet.native"; stay quiet unless the application configures logging.
 logging.getLogger("bitnet").addHandler(logging.NullHandler())
@@ -30,7 +34,9 @@ logging.getLogger("bitnet").addHandler(logging.NullHandler())
 _LAZY = {
     "BUILTIN_CHAT_TEMPLATE": ".chat",
     "GenerationResult": ".model",
+    "LoadOptions": ".options",
     "Model": ".model",
+    "SamplingOptions": ".options",
     "TextStream": ".model",
     "Timings": ".model",
     "Usage": ".model",
@@ -39,9 +45,9 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from ._native import _core
+        from .version import version
 
-        return _core.__version__
+        return version()
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'bitnet' has no attribute {name!r}")
@@ -58,7 +64,7 @@ def build_info() -> dict[str, str]:
     """Versions of bitnet's extension and of the llama.cpp/ggml build it links to."""
     from ._native import _core
 
-    return dict(_core.build_info())
+    return dict(_core.info.build_info())
 
 
 __all__ = [
@@ -67,9 +73,11 @@ __all__ = [
     "EngineError",
     "GenerationResult",
     "ListenError",
+    "LoadOptions",
     "Model",
     "ModelLoadError",
     "NativeExtensionError",
+    "SamplingOptions",
     "TextStream",
     "Timings",
     "Usage",

@@ -14,19 +14,21 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from .options import MAX_THREADS, check_threads
+
 __all__ = [
     "MAX_THREADS",
     "CpuTopology",
+    "compiled_cpu_features",
     "cpu_flags",
     "cpu_model_name",
     "default_threads",
     "detect_cpu_topology",
+    "missing_cpu_features",
     "read_text",
     "resolve_threads",
+    "thread_count",
 ]
-
-# ggml's thread pools hold at most GGML_MAX_N_THREADS (512) threads; beyond it they abort.
-MAX_THREADS = 512
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,21 @@ def default_threads(slots: int = 1) -> int:
     return detect_cpu_topology().threads_per_slot(slots)
 
 
+def thread_count(
+    requested: int | str | None,
+    *,
+    name: str = "threads",
+    slots: int = 1,
+    topology: CpuTopology | None = None,
+) -> int:
+    """The policy: ``"auto"``/None is the usable physical cores divided by ``slots``; a number
+    (1 to MAX_THREADS, or its decimal text) is taken as it is. ValueError naming ``name``."""
+    value = check_threads(name, requested)
+    if value is None or value == "auto":
+        return (topology or detect_cpu_topology()).threads_per_slot(slots)
+    return int(value)
+
+
 def resolve_threads(
     requested: int | str | None,
     topology: CpuTopology,
@@ -133,23 +150,11 @@ def resolve_threads(
     name: str = "threads",
     slots: int = 1,
 ) -> tuple[int, str | None]:
-    """``"auto"``/None -> the usable physical cores divided by ``slots``; a number (per slot) is
-    checked and clamped to the CPUs this process may use. Returns (threads, warning or None)."""
+    """:func:`thread_count`, then a number is clamped to the CPUs this process may use (a
+    deployment setting, not a library call's). Returns (threads, warning or None)."""
     if requested is None or requested == "auto":
         return topology.threads_per_slot(slots), None
-    if isinstance(requested, str):
-        if not requested.strip().isdigit():
-            raise ValueError(f"{name} must be 'auto' or a positive integer, got {requested!r}")
-        requested = int(requested)
-    if (
-        isinstance(requested, bool)
-        or not isinstance(requested, int)
-        or not 1 <= requested <= MAX_THREADS
-    ):
-        raise ValueError(
-            f"{name} must be 'auto' or an integer from 1 to {MAX_THREADS}, got {requested!r}; "
-            "'auto' uses one thread per physical core this process may use"
-        )
+    requested = thread_count(requested, name=name)
     limit = topology.available_cpus
     if topology.cgroup_cpu_limit is not None:
         limit = min(limit, max(1, math.ceil(topology.cgroup_cpu_limit)))
@@ -170,3 +175,45 @@ def resolve_threads(
             )
         )
     return requested, None
+
+
+# ggml's names for the instruction sets it was compiled with -> /proc/cpuinfo flags.
+_X86_FEATURE_FLAGS = {
+    "SSE3": "pni",
+    "SSSE3": "ssse3",
+    "AVX": "avx",
+    "AVX2": "avx2",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AVX_VNNI": "avx_vnni",
+    "AMX_INT8": "amx_int8",
+}
+_ARM_FEATURE_FLAGS = {"NEON": "asimd", "ARM_FMA": "asimd", "DOTPROD": "asimddp", "SVE": "sve"}
+_REPORTED_FLAGS = sorted({*_X86_FEATURE_FLAGS.values(), *_ARM_FEATURE_FLAGS.values()})
+
+
+def compiled_cpu_features() -> list[str]:
+    """Instruction sets the loaded ggml CPU backend was compiled to use."""
+    from ._native import _core
+
+    info = _core.info.build_info()["system_info"]
+    features = []
+    for part in info.replace("CPU :", "|").split("|"):
+        name, _, value = part.partition("=")
+        if value.strip() == "1":
+            features.append(name.strip())
+    return features
+
+
+def missing_cpu_features(flags: set[str] | None = None) -> list[str]:
+    """Compiled-in instruction sets this CPU does not have (running would crash)."""
+    flags = cpu_flags() if flags is None else flags
+    if not flags:
+        return []  # unknown: /proc/cpuinfo unavailable
+    table = _ARM_FEATURE_FLAGS if platform.machine() in ("aarch64", "arm64") else _X86_FEATURE_FLAGS
+    return [f for f in compiled_cpu_features() if f in table and table[f] not in flags]

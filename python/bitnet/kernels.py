@@ -24,8 +24,8 @@ from typing import Literal
 import numpy as np
 
 from ._native import _core
-from .convert import i2s_pack, i2s_unpack
-from .cpu import MAX_THREADS, default_threads
+from .cpu import cpu_flags, thread_count
+from .formats.ternary import i2s_pack, i2s_unpack
 
 __all__ = [
     "PackedTernary",
@@ -117,9 +117,11 @@ def convert_layout(packed: PackedTernary, layout: Layout) -> PackedTernary:
                 "keep this matrix in i2_s"
             )
         d = np.float16(packed.scale)
-        data = _core.i2s_to_tq2(np.ascontiguousarray(packed.data), k, int(d.view(np.uint16)))
+        data = _core.kernels.i2s_to_tq2(
+            np.ascontiguousarray(packed.data), k, int(d.view(np.uint16))
+        )
         return PackedTernary(data, float(d), (rows, k), "tq2_0")
-    data = _core.tq2_to_i2s(np.ascontiguousarray(packed.data), k)
+    data = _core.kernels.tq2_to_i2s(np.ascontiguousarray(packed.data), k)
     return PackedTernary(data, packed.scale, (rows, k), "i2_s")
 
 
@@ -163,20 +165,8 @@ def _activations(x: np.ndarray) -> np.ndarray:
 def quantize_activations(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row absmax int8 quantization of float32 (k,) or (n, k): (int8 (n, k), scales (n,)),
     with x ~= q * scale and q in [-127, 127] (the engine's own routine)."""
-    q, scales, _ = _core.quantize_activations(_activations(x))
+    q, scales, _ = _core.kernels.quantize_activations(_activations(x))
     return q, scales
-
-
-def _resolve_threads(n_threads: int | None) -> int:
-    if n_threads is None:
-        return default_threads()
-    if (
-        isinstance(n_threads, bool)
-        or not isinstance(n_threads, int)
-        or not 1 <= n_threads <= MAX_THREADS
-    ):
-        raise ValueError(f"n_threads must be an integer from 1 to {MAX_THREADS}, got {n_threads!r}")
-    return n_threads
 
 
 def matmul(
@@ -197,31 +187,31 @@ def matmul(
     x = np.asarray(x)
     if x.ndim not in (1, 2) or x.shape[-1] != k:
         raise ValueError(f"x has shape {x.shape}; expected ({k},) or (n, {k})")
-    threads = _resolve_threads(n_threads)
-    q, scales, sums = _core.quantize_activations(_activations(x))
+    threads = thread_count(n_threads, name="n_threads")
+    q, scales, sums = _core.kernels.quantize_activations(_activations(x))
     data = np.ascontiguousarray(packed.data, dtype=np.uint8)
-    y = _core.ternary_gemm(data, k, packed.layout, packed.scale, q, scales, sums, threads, kernel)
+    y = _core.kernels.ternary_gemm(
+        data, k, packed.layout, packed.scale, q, scales, sums, threads, kernel
+    )
     return y[0] if x.ndim == 1 else y
 
 
 def kernel_name() -> str:
     """The kernel matmul and the engine run on this CPU: ``avx512vnni``, ``avx2``, ``neon`` or
     ``scalar``."""
-    return str(_core.kernel_name())
+    return str(_core.kernels.kernel_name())
 
 
 def available_kernels() -> list[str]:
     """Every kernel this CPU can run (``matmul(kernel=...)`` accepts these)."""
-    return [str(name) for name in _core.available_kernels()]
+    return [str(name) for name in _core.kernels.available_kernels()]
 
 
 def cpu_features() -> dict[str, bool]:
     """Instruction sets that matter to the kernels, as detected at run time."""
-    from .runtime import cpu_flags
-
     flags = cpu_flags()
     return {
-        "avx2": bool(_core.cpu_has_avx2()),
+        "avx2": bool(_core.kernels.cpu_has_avx2()),
         "avx512f": "avx512f" in flags,
         "avx512_vnni": "avx512_vnni" in flags,
         "neon": "asimd" in flags or "neon" in flags,

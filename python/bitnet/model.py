@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
 import os
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -15,10 +15,13 @@ import numpy as np
 
 from ._native import _core
 from .chat import render_chat
-from .cpu import MAX_THREADS, default_threads
+from .cpu import thread_count
 from .errors import EngineError, ModelLoadError
+from .formats.cache import loadable_path
+from .formats.gguf import read_tables
+from .options import LoadOptions, SamplingOptions, is_int, takes_options
 
-__all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage", "validate_sampling"]
+__all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage"]
 
 FinishReason = Literal["stop", "length", "abort"]
 Prompt = str | Sequence[int]
@@ -74,39 +77,17 @@ class GenerationResult:
     timings: Timings
 
 
-# Beyond these the native sizes overflow long before memory runs out.
-MAX_CONTEXT = 1 << 24
-# Token counts and top_k are 32-bit ints in the engine.
-MAX_INT32 = (1 << 31) - 1
-
-
-def _positive_int(name: str, value: object, maximum: int) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if value > maximum:
-        raise ValueError(f"{name}={value} is larger than the supported maximum of {maximum}")
-    return int(value)
-
-
 class Model:
     """A BitNet b1.58 (or any llama.cpp-supported) GGUF model, run in-process.
 
     Arguments:
         path: the ``.gguf`` file.
-        n_ctx: context size in tokens (KV cache size).
-        n_threads: threads for generation (one token per step); default: one per physical
-            core this process may use (its affinity mask and cgroup quota), the policy of
-            ``BitNetRuntime(threads="auto")``.
-        n_threads_batch: threads for prompt processing; default: ``n_threads``.
-        n_batch: most prompt tokens processed in one step.
-        seed: default sampling seed for calls that pass none (None: a fresh random seed each call).
-        use_mmap: memory-map the weights instead of reading them into RAM.
-        engine: ``"auto"`` (BitNetEngine for BitNet architectures, libllama for the rest),
-            ``"bitnet"`` or ``"llama"``.
-        kernels: what runs BitNetEngine's ternary matmuls: ``"auto"`` (our kernels when the CPU
-            has a SIMD path for them, see ``bitnet.kernels.kernel_name()``), ``"bitnet"`` (ours,
-            even the scalar fallback) or ``"ggml"`` (ggml's TQ2_0/TQ1_0 path). libllama always
-            uses ggml's. ``Model.kernels`` says what was chosen.
+        options: a :class:`bitnet.options.LoadOptions`; its fields can also be given as
+            keywords, which override it (listed below). ``n_threads="auto"``/None is one thread
+            per physical core this process may use (its affinity mask and cgroup quota), the
+            policy of ``bitnet.runtime.cpu``. ``kernels`` says what runs BitNetEngine's ternary
+            matmuls (see ``bitnet.kernels.kernel_name()``; ``Model.kernels`` says what was
+            chosen); libllama always uses ggml's.
 
     A Model may be shared between threads: its calls run one at a time. ``close()`` (or a
     ``with`` block) frees the native memory.
@@ -119,62 +100,42 @@ class Model:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        *,
-        n_ctx: int = 4096,
-        n_threads: int | None = None,
-        n_threads_batch: int | None = None,
-        n_batch: int = 512,
-        seed: int | None = None,
-        use_mmap: bool = True,
-        engine: Literal["auto", "bitnet", "llama"] = "auto",
-        kernels: Literal["auto", "bitnet", "ggml"] = "auto",
+        options: LoadOptions | None = None,
+        **overrides: Any,
     ) -> None:
         self._core: Any = None
         path = os.fspath(path)
-        n_ctx = _positive_int("n_ctx", n_ctx, MAX_CONTEXT)
-        n_batch = _positive_int("n_batch", n_batch, MAX_CONTEXT)
-        if n_threads is None:
-            n_threads = default_threads()
-        n_threads = _positive_int("n_threads", n_threads, MAX_THREADS)
-        if n_threads_batch is None:
-            n_threads_batch = n_threads
-        n_threads_batch = _positive_int("n_threads_batch", n_threads_batch, MAX_THREADS)
-        if engine not in ("auto", "bitnet", "llama"):
-            raise ValueError(f"engine must be 'auto', 'bitnet' or 'llama', got {engine!r}")
-        if kernels not in ("auto", "bitnet", "ggml"):
-            raise ValueError(f"kernels must be 'auto', 'bitnet' or 'ggml', got {kernels!r}")
-        if seed is not None:
-            seed = _seed(seed)
+        opts: LoadOptions = LoadOptions.build(options, **overrides)
+        n_threads = thread_count(opts.n_threads, name="n_threads")
+        n_threads_batch = (
+            n_threads
+            if opts.n_threads_batch is None
+            else thread_count(opts.n_threads_batch, name="n_threads_batch")
+        )
+        self.options = dataclasses.replace(
+            opts, n_threads=n_threads, n_threads_batch=n_threads_batch
+        )
         if not os.path.exists(path):
             raise ModelLoadError(
                 f"model file '{path}' does not exist (check the path; a test model can be made "
                 "with `python -m bitnet generate-model PATH`)"
             )
         self.path = path
-        self.seed = seed
+        self.seed = self.options.seed
         self.n_threads = n_threads
         self.n_threads_batch = n_threads_batch
-        options = dict(
-            engine=engine,
-            n_ctx=n_ctx,
-            n_batch=n_batch,
-            n_threads=n_threads,
-            n_threads_batch=n_threads_batch,
-            use_mmap=use_mmap,
-            kernels=kernels,
-        )
+        native_options = self.options.to_dict()
+        del native_options["seed"]  # a Python-side default of the sampling calls
         try:
-            self._core = _core.Model(path, **options)
+            self._core = _core.model.Model(path, **native_options)
         except ModelLoadError:
             # ggml cannot read bitnet.cpp's I2_S type: run a cached TQ2_0 conversion instead.
-            from .convert import loadable_path
-
             converted = loadable_path(path)
             if converted == Path(path):
                 raise
-            self._core = _core.Model(str(converted), **options)
+            self._core = _core.model.Model(str(converted), **native_options)
         self._metadata: dict[str, Any] | None = None
-        if (kernels == "bitnet" and not self.kernels.startswith("bitnet")) or (
+        if (self.options.kernels == "bitnet" and not self.kernels.startswith("bitnet")) or (
             "ggml the rest" in self.kernels
         ):
             _log.warning(
@@ -212,8 +173,6 @@ class Model:
     def metadata(self) -> dict[str, Any]:
         """The GGUF key/value metadata (arrays as lists), read once on first use."""
         if self._metadata is None:
-            from .convert import read_tables
-
             self._metadata = read_tables(self.path)[0]
         return self._metadata
 
@@ -245,7 +204,7 @@ class Model:
             raise TypeError(f"tokens must be a sequence of token ids, not {type(tokens).__name__}")
         ids = []
         for t in tokens:
-            if not _is_int(t):
+            if not is_int(t):
                 raise TypeError(f"token ids must be integers, got {t!r}")
             ids.append(int(t))
         n_vocab = self.n_vocab
@@ -256,46 +215,27 @@ class Model:
 
     # -- generation -------------------------------------------------------------------------
 
+    @takes_options(SamplingOptions)
     def generate(
-        self,
-        prompt: Prompt,
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
+        self, prompt: Prompt, options: SamplingOptions | None = None, **overrides: Any
     ) -> GenerationResult:
         """Complete ``prompt`` (text, or token ids used as they are).
 
         Generation ends at an end-of-generation token (EOS, ``<|eot_id|>``), at a ``stop``
         string (not included in the text), after ``max_tokens`` tokens, or when the context is
-        full. ``temperature=0`` is greedy decoding.
+        full. ``temperature=0`` is greedy decoding. The sampling settings come as keywords or
+        as a :class:`bitnet.options.SamplingOptions` (keywords override it).
         """
-        gen = self._start(
-            prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed
-        )
+        gen = self._start(prompt, SamplingOptions.build(options, **overrides))
         try:
             gen.run()
         finally:
             gen.close()
         return _result(gen)
 
+    @takes_options(SamplingOptions)
     def stream(
-        self,
-        prompt: Prompt,
-        *,
-        max_tokens: int = 256,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        top_k: int = 40,
-        min_p: float = 0.05,
-        repeat_penalty: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        seed: int | None = None,
+        self, prompt: Prompt, options: SamplingOptions | None = None, **overrides: Any
     ) -> TextStream:
         """Like :meth:`generate`, yielding text pieces as they become final.
 
@@ -303,18 +243,27 @@ class Model:
         held back until it is known not to be one. Breaking out of the loop ends the generation;
         the returned :class:`TextStream` also has ``result`` and a thread-safe ``cancel()``.
         """
-        gen = self._start(
-            prompt, max_tokens, temperature, top_p, top_k, min_p, repeat_penalty, stop, seed
-        )
-        return TextStream(gen)
+        return TextStream(self._start(prompt, SamplingOptions.build(options, **overrides)))
 
-    def chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> GenerationResult:
+    @takes_options(SamplingOptions)
+    def chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        options: SamplingOptions | None = None,
+        **overrides: Any,
+    ) -> GenerationResult:
         """Generate the assistant's reply to ``messages`` (``[{"role": ..., "content": ...}]``)."""
-        return self.generate(self._chat_prompt(messages), **kwargs)
+        return self.generate(self.chat_tokens(messages), options, **overrides)
 
-    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> TextStream:
+    @takes_options(SamplingOptions)
+    def stream_chat(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        options: SamplingOptions | None = None,
+        **overrides: Any,
+    ) -> TextStream:
         """Stream the assistant's reply to ``messages``."""
-        return self.stream(self._chat_prompt(messages), **kwargs)
+        return self.stream(self.chat_tokens(messages), options, **overrides)
 
     def chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> str:
         """The prompt text :meth:`chat` sends for ``messages``."""
@@ -326,7 +275,8 @@ class Model:
             eos_token=self._token_text(native.eos),
         )
 
-    def _chat_prompt(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+    def chat_tokens(self, messages: Sequence[Mapping[str, Any]]) -> list[int]:
+        """The prompt tokens :meth:`chat` sends for ``messages`` (special tokens parsed)."""
         text = self.chat_prompt(messages)
         bos_text = self._token_text(self._native.bos)
         # The template writes BOS itself when it wants one.
@@ -337,18 +287,7 @@ class Model:
         """Text of a special token such as BOS ("" when the vocabulary has none)."""
         return self.detokenize([token], special=True) if token >= 0 else ""
 
-    def _start(
-        self,
-        prompt: Prompt,
-        max_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        min_p: float,
-        repeat_penalty: float,
-        stop: str | Sequence[str] | None,
-        seed: int | None,
-    ) -> Any:
+    def _start(self, prompt: Prompt, options: SamplingOptions) -> Any:
         native = self._native
         if isinstance(prompt, str):
             tokens = self.tokenize(prompt, add_bos=True, special=True)
@@ -362,29 +301,10 @@ class Model:
                 "(n_ctx), with at least one more needed to generate; shorten the prompt or "
                 "load the model with a larger n_ctx"
             )
-        stops = validate_sampling(
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k,
-            min_p=min_p,
-            repeat_penalty=repeat_penalty,
-            stop=stop,
-        )
+        seed = options.seed
         if seed is None:
             seed = self.seed if self.seed is not None else random.getrandbits(32)
-        return native.start(
-            tokens,
-            max_tokens=int(max_tokens),
-            temperature=float(temperature),
-            top_p=float(top_p),
-            top_k=int(top_k),
-            min_p=float(min_p),
-            repeat_penalty=float(repeat_penalty),
-            repeat_last_n=64,
-            seed=_seed(seed),
-            stop=stops,
-        )
+        return native.start(tokens, options.native(seed))
 
     def abort(self) -> None:
         """Stop the generation or ``logits()`` call running in another thread (finish "abort")."""
@@ -409,71 +329,6 @@ class Model:
             f"<bitnet.Model {self.path!r} arch={self.architecture} engine={self.engine} "
             f"n_ctx={self.n_ctx} n_vocab={self.n_vocab}>"
         )
-
-
-def validate_sampling(
-    *,
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    top_k: int,
-    min_p: float,
-    repeat_penalty: float,
-    stop: str | Sequence[str] | None,
-) -> list[str]:
-    """Check sampling arguments (ValueError naming the value and the allowed range, TypeError
-    for a value of the wrong type); returns the stop strings as a list."""
-    if not _is_int(max_tokens) or not 0 <= max_tokens <= MAX_INT32:
-        raise ValueError(f"max_tokens must be an integer from 0 to {MAX_INT32}, got {max_tokens!r}")
-    if not 0.0 <= _number("temperature", temperature) <= 100.0:
-        raise ValueError(f"temperature must be in [0, 100], got {temperature!r}")
-    if not 0.0 < _number("top_p", top_p) <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if not _is_int(top_k) or not 0 <= top_k <= MAX_INT32:
-        raise ValueError(
-            f"top_k must be an integer from 0 to {MAX_INT32} (0 disables it), got {top_k!r}"
-        )
-    if not 0.0 <= _number("min_p", min_p) <= 1.0:
-        raise ValueError(f"min_p must be in [0, 1], got {min_p!r}")
-    if not 0.0 < _number("repeat_penalty", repeat_penalty) <= MAX_REPEAT_PENALTY:
-        raise ValueError(
-            f"repeat_penalty must be in (0, {MAX_REPEAT_PENALTY:g}] (1.0 disables it), "
-            f"got {repeat_penalty!r}"
-        )
-    if stop is not None and not isinstance(stop, str | list | tuple):
-        raise TypeError(f"stop must be a string or a list of strings, not {type(stop).__name__}")
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if any(not isinstance(s, str) or not s for s in stops):
-        raise ValueError("stop must be a non-empty string or a list of non-empty strings")
-    for s in stops:
-        _core.check_text(s, "stop")
-    return stops
-
-
-# Larger penalties only push logits past float range; the engine takes floats.
-MAX_REPEAT_PENALTY = 1e6
-
-
-def _is_int(value: object) -> bool:
-    return not isinstance(value, bool | np.bool_) and isinstance(value, int | np.integer)
-
-
-def _number(name: str, value: object) -> float:
-    """``value`` as a finite float; TypeError for non-numbers, ValueError for nan/inf."""
-    if isinstance(value, bool | np.bool_ | str | bytes) or not isinstance(
-        value, int | float | np.integer | np.floating
-    ):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return number
-
-
-def _seed(seed: object) -> int:
-    if not _is_int(seed):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    return int(seed) & 0xFFFFFFFF
 
 
 class TextStream(Iterator[str]):

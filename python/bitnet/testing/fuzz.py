@@ -519,7 +519,7 @@ def base_models(folder: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     and once more on libllama's own graph), the same in bitnet.cpp's I2_S layout (bitnet's own
     reader and converter), and a llama architecture model (all of libllama's loader).
     """
-    from ..convert import convert
+    from ..formats.convert import convert
     from .synthetic import generate_model
 
     folder = Path(folder)

@@ -1,4 +1,4 @@
-#include "log_bridge.h"
+#include "bindings/log_bridge.h"
 
 #include <pybind11/pybind11.h>
 
@@ -6,7 +6,7 @@
 
 #include "ggml.h"
 #include "llama.h"
-#include "py_convert.h"
+#include "bindings/common.h"
 
 namespace py = pybind11;
 

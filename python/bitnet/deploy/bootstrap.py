@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fetch import sha256_of
+from ..errors import BootstrapError
+from ..formats.cache import sha256_of
 
 __all__ = ["STAGES", "BootstrapError", "Bootstrapper", "main"]
 
@@ -47,10 +48,6 @@ STATE_FILE = "bootstrap-state.json"
 STATE_SCHEMA = "bitnet.bootstrap/1"
 DEFAULT_REPO = "microsoft/BitNet-b1.58-2B-4T"
 _log = logging.getLogger("bitnet.bootstrap")
-
-
-class BootstrapError(RuntimeError):
-    """A stage cannot complete; the message names the problem and the fix."""
 
 
 def _files(path: Path) -> list[Path]:
@@ -181,15 +178,15 @@ class Bootstrapper:
     # whether to run); with inputs it does the work and returns (outputs, produced paths).
 
     def _stage_environment(self, inputs: dict[str, Any] | None, prev: dict[str, Any]) -> Any:
-        from . import __version__
+        from ..version import version
 
         if inputs is None:
             return {
                 "python": platform.python_version(),
-                "bitnet": __version__,
+                "bitnet": version(),
                 "machine": platform.machine(),
             }
-        from .runtime import cpu_flags, missing_cpu_features
+        from ..cpu import cpu_flags, missing_cpu_features
 
         missing = missing_cpu_features()
         if missing:
@@ -204,7 +201,7 @@ class Bootstrapper:
                 f"only {free_gb:.1f} GiB free in {self.model_dir}; the model needs about "
                 f"{self.min_free_gb:.1f} GiB (free space or pick another --model-dir)"
             )
-        from .kernels import kernel_name
+        from ..kernels import kernel_name
 
         flags = cpu_flags()
         return {
@@ -279,7 +276,7 @@ class Bootstrapper:
         acquired = prev["acquire"]
         if inputs is None:
             return {"sha256": acquired["sha256"], "type": self.ternary_type}
-        from .convert import convert
+        from ..formats.convert import convert
 
         src = Path(acquired["path"])
         stem = src.stem if src.is_file() else src.name
@@ -295,7 +292,7 @@ class Bootstrapper:
         converted = prev["convert"]
         if inputs is None:
             return {"sha256": converted["sha256"]}
-        from .runtime import BitNetRuntime
+        from ..runtime.runtime import BitNetRuntime
 
         path = Path(converted["path"])
         got = sha256_of(path)
@@ -317,7 +314,7 @@ class Bootstrapper:
         path = prev["convert"]["path"]
         if inputs is None:
             return {"sha256": prev["convert"]["sha256"], "tokens": self.warmup_tokens}
-        from .model import Model
+        from ..model import Model
 
         with Model(path, n_ctx=128) as model:
             result = model.generate("Hello", max_tokens=self.warmup_tokens, temperature=0, seed=0)
@@ -335,7 +332,7 @@ def _sizes(path: Path) -> dict[str, int]:
 
 def _pick_model(path: Path) -> Path:
     """The model inside what was acquired: a GGUF file or a checkpoint folder."""
-    from .hf import is_checkpoint_folder
+    from ..formats.hf import is_checkpoint_folder
 
     if path.is_file():
         if path.suffix != ".gguf":

@@ -1,6 +1,6 @@
 """Fetch a model file to a local path, resumably, checked against a sha256.
 
-    python -m bitnet.fetch URL_OR_PATH DEST [--sha256 HEX]
+    python -m bitnet.deploy.fetch URL_OR_PATH DEST [--sha256 HEX]
 
 Used by the Kubernetes init container (infra/terraform) and by setup_env.py. An http(s) URL is
 downloaded to ``DEST.part`` (resumed with a Range request when a partial file is there), checked,
@@ -11,7 +11,6 @@ right checksum is left alone. Exit codes: 0 done, 1 failure (message on stderr).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import sys
@@ -20,21 +19,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from ..errors import FetchError
+from ..formats.cache import CHUNK, sha256_of
+
 __all__ = ["FetchError", "fetch", "sha256_of"]
-
-CHUNK = 1 << 20
-
-
-class FetchError(RuntimeError):
-    """The model could not be fetched or did not match its checksum."""
-
-
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download(url: str, part: Path, timeout: float) -> None:

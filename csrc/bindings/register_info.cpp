@@ -1,6 +1,7 @@
 // Build and version information of the native extension.
 #include <pybind11/pybind11.h>
 
+#include "engine/bitnet_engine.h"
 #include "ggml.h"
 #include "llama.h"
 
@@ -9,7 +10,9 @@ namespace py = pybind11;
 namespace bitnet {
 
 void register_info(py::module_& m) {
-  m.attr("__version__") = BITNET_VERSION;
+  py::list archs;
+  for (const char* arch : engine::kBitnetArchitectures) archs.append(arch);
+  m.attr("bitnet_architectures") = py::tuple(archs);
   m.def("build_info", []() {
     py::dict info;
     info["version"] = BITNET_VERSION;

@@ -1,18 +1,18 @@
-// Python bindings of Model and Generator (bitnet._core).
+// bitnet._core.model: Model, Generator and the sampling parameters they take.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <limits>
 
-#include "errors.h"
 #include "ggml.h"
 #include "model/model.h"
-#include "py_convert.h"
+#include "bindings/common.h"
 
 namespace py = pybind11;
 
@@ -26,8 +26,6 @@ using model::Model;
 // Limits of what the engines can size (positions and threads are ints in llama.cpp's API).
 constexpr int64_t kMaxContext = int64_t{1} << 24;
 constexpr int64_t kMaxThreads = GGML_MAX_N_THREADS;  // ggml's thread pools abort beyond it
-
-py::object python_error_class(const char* name) { return py::module_::import("bitnet.errors").attr(name); }
 
 // Lets Ctrl+C stop native work started from the main thread, the only one Python delivers
 // signals to. The check runs on the decoding thread at most every 50 ms and takes the GIL only
@@ -63,16 +61,52 @@ auto run_interruptible(F&& f) -> decltype(f()) {
   }
 }
 
-void translate_errors(std::exception_ptr p) {
-  try {
-    if (p) std::rethrow_exception(p);
-  } catch (const ModelLoadError& e) {
-    pyconv::set_error(python_error_class("ModelLoadError"), e.what());
-  } catch (const InvalidArgument& e) {
-    pyconv::set_error(PyExc_ValueError, e.what());
-  } catch (const EngineError& e) {
-    pyconv::set_error(python_error_class("EngineError"), e.what());
+// The one place SamplingOptions (bitnet/options.py) meet SamplingParams: every key of `params`
+// converted and range-checked (the bounds keep the float conversions and the sampler defined), an
+// unknown key refused. Python passes every field, so each default lives in options.py alone.
+using SamplingSetter = void (*)(model::SamplingParams&, py::handle, const char*);
+const std::vector<std::pair<const char*, SamplingSetter>>& sampling_setters() {
+  static const std::vector<std::pair<const char*, SamplingSetter>> setters = {
+      {"max_tokens", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.max_tokens = static_cast<int>(pyconv::int_arg(v, n, 0, INT32_MAX));
+       }},
+      {"temperature", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.temperature = static_cast<float>(pyconv::float_arg(v, n, 0.0, 100.0));
+       }},
+      {"top_p", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.top_p = static_cast<float>(pyconv::float_arg(v, n, 0.0, 1.0));
+       }},
+      {"top_k", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.top_k = static_cast<int>(pyconv::int_arg(v, n, 0, INT32_MAX));
+       }},
+      {"min_p", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.min_p = static_cast<float>(pyconv::float_arg(v, n, 0.0, 1.0));
+       }},
+      {"repeat_penalty", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.repeat_penalty = static_cast<float>(pyconv::float_arg(v, n, std::numeric_limits<float>::min(), 1e6));
+       }},
+      {"repeat_last_n", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.repeat_last_n = static_cast<int>(pyconv::int_arg(v, n, 0, kMaxContext));
+       }},
+      {"seed", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.seed = static_cast<uint32_t>(pyconv::int_arg(v, n, 0, UINT32_MAX));
+       }},
+      {"stop", [](model::SamplingParams& p, py::handle v, const char* n) { p.stop = pyconv::utf8_list_arg(v, n); }},
+  };
+  return setters;
+}
+
+model::SamplingParams sampling_params(py::handle params) {
+  if (!py::isinstance<py::dict>(params)) throw py::type_error("params must be a dict of sampling parameters");
+  const auto& setters = sampling_setters();
+  model::SamplingParams p;
+  for (const auto& [key, value] : py::reinterpret_borrow<py::dict>(params)) {
+    const std::string name = pyconv::utf8_arg(key, "sampling parameter name");
+    auto it = std::find_if(setters.begin(), setters.end(), [&](const auto& s) { return name == s.first; });
+    if (it == setters.end()) throw py::type_error("unknown sampling parameter '" + name + "'");
+    it->second(p, value, it->first);
   }
+  return p;
 }
 
 std::string choice_arg(py::handle value, const char* name, std::initializer_list<const char*> choices) {
@@ -88,7 +122,9 @@ std::string choice_arg(py::handle value, const char* name, std::initializer_list
 }  // namespace
 
 void register_model(py::module_& m) {
-  py::register_exception_translator(&translate_errors);
+  py::list names;
+  for (const auto& setter : sampling_setters()) names.append(setter.first);
+  m.attr("SAMPLING_PARAMETERS") = py::tuple(names);
 
   m.def(
       "_take_utf8",
@@ -215,30 +251,17 @@ void register_model(py::module_& m) {
           py::arg("tokens"))
       .def(
           "start",
-          [](Model& m, py::handle prompt, py::handle max_tokens, py::handle temperature, py::handle top_p,
-             py::handle top_k, py::handle min_p, py::handle repeat_penalty, py::handle repeat_last_n, py::handle seed,
-             py::handle stop) {
+          [](Model& m, py::handle prompt, py::handle params) {
             std::vector<int32_t> tokens = pyconv::token_list_arg(prompt, "prompt");
-            model::SamplingParams p;
-            p.max_tokens = static_cast<int>(pyconv::int_arg(max_tokens, "max_tokens", 0, INT32_MAX));
-            p.temperature = static_cast<float>(pyconv::float_arg(temperature, "temperature", 0.0, 100.0));
-            p.top_p = static_cast<float>(pyconv::float_arg(top_p, "top_p", 0.0, 1.0));
-            p.top_k = static_cast<int>(pyconv::int_arg(top_k, "top_k", 0, INT32_MAX));
-            p.min_p = static_cast<float>(pyconv::float_arg(min_p, "min_p", 0.0, 1.0));
-            // Bounded so that the float conversions stay defined; the sampler copes with any value inside.
-            p.repeat_penalty = static_cast<float>(
-                pyconv::float_arg(repeat_penalty, "repeat_penalty", std::numeric_limits<float>::min(), 1e6));
-            p.repeat_last_n = static_cast<int>(pyconv::int_arg(repeat_last_n, "repeat_last_n", 0, kMaxContext));
-            p.seed = static_cast<uint32_t>(pyconv::int_arg(seed, "seed", 0, UINT32_MAX));
-            p.stop = pyconv::utf8_list_arg(stop, "stop");
+            model::SamplingParams p = sampling_params(params);
             py::gil_scoped_release release;  // waiting for the model's lock must not hold the GIL
             // The generator holds the model (a shared_ptr), so no keep_alive is needed: pybind11
             // 3.1.0 runs keep_alive<0, 1> even after failed argument conversion, and crashes.
             return m.start(std::move(tokens), std::move(p));
           },
-          py::arg("prompt"), py::kw_only(), py::arg("max_tokens"), py::arg("temperature"), py::arg("top_p"),
-          py::arg("top_k"), py::arg("min_p"), py::arg("repeat_penalty"), py::arg("repeat_last_n"), py::arg("seed"),
-          py::arg("stop"))
+          py::arg("prompt"), py::arg("params"),
+          "Start a generation of `prompt` (token ids) with `params`, a dict with every key of "
+          "SAMPLING_PARAMETERS.")
       .def(
           "set_threads",
           [](Model& m, py::handle n_threads, py::handle n_threads_batch) {

@@ -15,18 +15,24 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import ModelLoadError
+from .._native import _core
+from ..errors import ModelLoadError, ModelTruncatedError
 
 __all__ = [
+    "BITNET_ARCHITECTURES",
     "I2_S",
     "GgufFile",
     "KeyValue",
     "TensorInfo",
+    "describe_tensor_type",
     "read_gguf",
+    "read_tables",
     "tensor_nbytes",
     "write_gguf",
 ]
 
+# The architectures BitNetEngine runs: the engine's own list (csrc/engine/bitnet_engine.cpp).
+BITNET_ARCHITECTURES: tuple[str, ...] = tuple(_core.info.bitnet_architectures)
 I2_S = 36  # bitnet.cpp's ternary type: n/4 bytes of 2-bit codes + a 32-byte tail (f32 scale)
 I2_S_TAIL = 32
 GGUF_MAGIC = b"GGUF"
@@ -227,13 +233,13 @@ def read_gguf(path: str | os.PathLike[str]) -> GgufFile:
             nbytes = tensor_nbytes(ggml_type, shape)
         except ValueError as exc:
             raise ModelLoadError(f"'{path}': tensor '{name}': {exc}") from None
-        start = data_offset + offset
-        if start + nbytes > size:
-            raise ModelLoadError(
-                f"'{path}' is truncated: tensor '{name}' ends at byte {start + nbytes} but the "
-                f"file has {size} bytes (re-download or re-convert it)"
-            )
-        tensors.append(TensorInfo(name, shape, ggml_type, start, nbytes))
+        tensors.append(TensorInfo(name, shape, ggml_type, data_offset + offset, nbytes))
+    end = max((t.offset + t.nbytes for t in tensors), default=data_offset)
+    if end > size:
+        raise ModelTruncatedError(
+            f"'{path}' is truncated: its tensors end at byte {end} but the file has {size}; "
+            "re-download or re-generate it"
+        )
     return GgufFile(path, version, kv, tensors, alignment, data_offset)
 
 
@@ -291,3 +297,32 @@ def write_gguf(
                 )
             f.write(blob)
             f.write(b"\0" * (-f.tell() % alignment))
+
+
+def read_tables(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(metadata, tensor table) of a GGUF file, I2_S files included: the key/value pairs as
+    plain values, and per tensor its name, type name, shape, data offset and size. Raises
+    ModelLoadError with the reason."""
+    g = read_gguf(path)
+    tensors = [
+        {
+            "name": t.name,
+            "type": describe_tensor_type(t.type),
+            "shape": list(t.shape),
+            "offset": t.offset,
+            "nbytes": t.nbytes,
+        }
+        for t in g.tensors
+    ]
+    return {k: kv.value for k, kv in g.kv.items()}, tensors
+
+
+def describe_tensor_type(ggml_type: int) -> str:
+    if ggml_type == I2_S:
+        return "i2_s"
+    import gguf
+
+    try:
+        return gguf.GGMLQuantizationType(ggml_type).name.lower()
+    except ValueError:
+        return f"type{ggml_type}"

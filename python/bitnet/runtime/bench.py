@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .model import Model
+from ..model import Model
 
 __all__ = ["generation_speed", "prompt_speed", "random_prompts", "speed_table_row"]
 

@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import events
-from .errors import BitNetError
-from .model import GenerationResult, Model, TextStream
+from .. import events
+from ..errors import DeadlineExceededError, QueueFullError, SupervisorClosedError
+from ..model import GenerationResult, Model, TextStream
 from .runtime import BitNetRuntime
 
 __all__ = [
@@ -30,18 +30,6 @@ __all__ = [
     "RuntimeSupervisor",
     "SupervisorClosedError",
 ]
-
-
-class QueueFullError(BitNetError, RuntimeError):
-    """All slots are busy and the wait queue is full; retry later."""
-
-
-class DeadlineExceededError(BitNetError, TimeoutError):
-    """The request's deadline passed; its generation was stopped."""
-
-
-class SupervisorClosedError(BitNetError, RuntimeError):
-    """The supervisor is shutting down or closed and takes no new requests."""
 
 
 @dataclass

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "gguf_file.h"
-#include "py_convert.h"
+#include "bindings/common.h"
 
 namespace py = pybind11;
 

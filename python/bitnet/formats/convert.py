@@ -10,10 +10,8 @@ I2_S -> TQ2_0 is lossless apart from rounding each tensor's scale to float16.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,24 +19,27 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ModelLoadError
-from .gguf_io import I2_S, STRING, U32, GgufFile, KeyValue, TensorInfo, read_gguf, write_gguf
+from ..errors import ModelLoadError
+from .gguf import (
+    BITNET_ARCHITECTURES,
+    I2_S,
+    STRING,
+    U32,
+    GgufFile,
+    KeyValue,
+    TensorInfo,
+    read_gguf,
+    write_gguf,
+)
+from .hf import hf_checkpoint_tensors
+from .ternary import i2s_pack, i2s_unpack
 
-__all__ = [
-    "cache_dir",
-    "convert",
-    "describe_tensor_type",
-    "i2s_pack",
-    "i2s_unpack",
-    "loadable_path",
-    "read_tables",
-]
+__all__ = ["convert"]
 
 log = logging.getLogger("bitnet.convert")
 
 TernaryType = Literal["tq2_0", "tq1_0", "i2_s"]
 EmbeddingType = Literal["f16", "q8_0", "q6_k", "q4_0"]
-BITNET_ARCHS = ("bitnet", "bitnet-b1.58", "bitnet-25")
 _TYPE_IDS = {
     "f32": 0,
     "f16": 1,
@@ -51,36 +52,6 @@ _TYPE_IDS = {
 }
 _TERNARY_IDS = {34, 35, I2_S}
 _FILE_TYPES = {"tq1_0": 36, "tq2_0": 37, "i2_s": 40}
-
-
-# -- I2_S ------------------------------------------------------------------------------------
-
-
-def i2s_unpack(data: np.ndarray, n: int) -> tuple[np.ndarray, float]:
-    """(ternary int8 values, scale) of an I2_S tensor of ``n`` weights (DESIGN.md layout:
-    blocks of 128 weights in 32 bytes, byte j holding weights j, 32+j, 64+j, 96+j from the high
-    bits down; code = weight + 1; a float32 scale in the first 4 bytes of the 32-byte tail)."""
-    if n % 128:
-        raise ValueError(f"I2_S needs a multiple of 128 weights, got {n}")
-    codes = np.asarray(data[: n // 4], dtype=np.uint8).reshape(-1, 32)
-    planes = [(codes >> shift) & 3 for shift in (6, 4, 2, 0)]
-    values = np.concatenate(planes, axis=1).reshape(n).astype(np.int8) - 1
-    if (values > 1).any():
-        raise ValueError("I2_S data holds code 3, which is not a ternary value")
-    scale = float(np.frombuffer(bytes(data[n // 4 : n // 4 + 4]), dtype="<f4")[0])
-    return values, scale
-
-
-def i2s_pack(values: np.ndarray, scale: float) -> np.ndarray:
-    """Inverse of :func:`i2s_unpack` (tail padding written as zeros)."""
-    values = np.asarray(values, dtype=np.int8).reshape(-1)
-    if values.size % 128:
-        raise ValueError(f"I2_S needs a multiple of 128 weights, got {values.size}")
-    codes = (values + 1).astype(np.uint8).reshape(-1, 4, 32)
-    packed = (codes[:, 0] << 6) | (codes[:, 1] << 4) | (codes[:, 2] << 2) | codes[:, 3]
-    tail = np.zeros(32, dtype=np.uint8)
-    tail[:4] = np.frombuffer(np.float32(scale).tobytes(), dtype=np.uint8)
-    return np.concatenate([packed.reshape(-1), tail])
 
 
 # -- tensors -----------------------------------------------------------------------------------
@@ -123,9 +94,9 @@ def _ternary(src: GgufFile, t: TensorInfo) -> tuple[np.ndarray, float]:
 
 
 def _quantize(rows: np.ndarray, type_name: str) -> np.ndarray:
-    from ._native import _core
+    from .._native import _core
 
-    return _core.quantize_rows(np.ascontiguousarray(rows, dtype=np.float32), type_name)
+    return _core.gguf.quantize_rows(np.ascontiguousarray(rows, dtype=np.float32), type_name)
 
 
 # -- metadata ----------------------------------------------------------------------------------
@@ -133,10 +104,10 @@ def _quantize(rows: np.ndarray, type_name: str) -> np.ndarray:
 
 def _target_kv(src: GgufFile | _Header, ternary: TernaryType) -> dict[str, KeyValue]:
     arch = str(src.value("general.architecture", ""))
-    if arch not in BITNET_ARCHS:
+    if arch not in BITNET_ARCHITECTURES:
         raise ModelLoadError(
             f"'{src.path}' has architecture '{arch}'; bitnet convert handles "
-            f"{', '.join(BITNET_ARCHS)}"
+            f"{', '.join(BITNET_ARCHITECTURES)}"
         )
     activation = src.value(f"{arch}.hidden_activation", "silu" if arch == "bitnet" else "relu2")
     if not isinstance(activation, str):
@@ -194,8 +165,6 @@ def convert(
         raise ValueError("the output must not overwrite the input")
     tensors: list[tuple[str, tuple[int, ...], int, Callable[[], Any]]] = []
     if Path(src).is_dir():
-        from .hf import hf_checkpoint_tensors
-
         names = {v: k for k, v in _TYPE_IDS.items()}
         kv, tensors = hf_checkpoint_tensors(
             Path(src),
@@ -284,79 +253,3 @@ def _progress(total: int, enabled: bool) -> Callable[[], None]:
 
     bar = tqdm(total=total, unit="tensor", desc="converting", leave=False)
     return lambda: bar.update(1)
-
-
-# -- loading official files ------------------------------------------------------------------
-
-
-def read_tables(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(metadata, tensor table) of a GGUF file: ggml's reader, or bitnet's own for the files
-    ggml rejects (I2_S). Raises ModelLoadError with the reason."""
-    from ._native import _core
-
-    try:
-        return _core.read_metadata(str(path)), _core.read_tensor_info(str(path))
-    except ModelLoadError:
-        g = read_gguf(path)  # also knows I2_S; raises with the reason
-        tensors = [
-            {
-                "name": t.name,
-                "type": describe_tensor_type(t.type),
-                "shape": list(t.shape),
-                "offset": t.offset,
-                "nbytes": t.nbytes,
-            }
-            for t in g.tensors
-        ]
-        return {k: kv.value for k, kv in g.kv.items()}, tensors
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("BITNET_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bitnet"
-    )
-    return Path(base) / "converted"
-
-
-def loadable_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` itself, or for an I2_S file a TQ2_0 conversion of it in the cache folder, keyed
-    by the file's identity (absolute path, size, modification time) and made on first use."""
-    path = Path(path)
-    st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[
-        :16
-    ]
-    cached = cache_dir() / f"{path.stem}-{key}-tq2_0.gguf"
-    if cached.exists():  # only I2_S files are ever converted here
-        log.info("I2_S file %s: using the converted copy %s", path, cached)
-        return cached
-    try:
-        if not any(t.type == I2_S for t in read_gguf(path).tensors):
-            return path
-    except ModelLoadError:
-        return path
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    log.warning(
-        "I2_S file %s: converting it once to TQ2_0 in %s (the original is not changed)",
-        path,
-        cached,
-    )
-    try:
-        return convert(path, cached, type="tq2_0")
-    except (ValueError, ArithmeticError, TypeError, IndexError, struct.error) as exc:
-        # Damage the header checks could not see (codes that are not ternary, shapes that do
-        # not fit): the file is unusable, and the error says why.
-        raise ModelLoadError(f"'{path}' is a damaged I2_S file: {exc}") from exc
-    except MemoryError as exc:
-        raise ModelLoadError(f"not enough memory to convert the I2_S file '{path}'") from exc
-
-
-def describe_tensor_type(ggml_type: int) -> str:
-    if ggml_type == I2_S:
-        return "i2_s"
-    import gguf
-
-    try:
-        return gguf.GGMLQuantizationType(ggml_type).name.lower()
-    except ValueError:
-        return f"type{ggml_type}"

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ModelLoadError
-from .gguf_io import ARRAY, F32, I2_S, I32, STRING, U32, KeyValue
+from ..errors import ModelLoadError
+from .gguf import ARRAY, F32, I2_S, I32, STRING, U32, KeyValue
+from .ternary import i2s_pack
 
 __all__ = ["SafetensorsFolder", "hf_checkpoint_tensors"]
 
@@ -283,8 +284,6 @@ def hf_checkpoint_tensors(
                         f"expected {(rows, cols)}"
                     )
                 if ternary_type == I2_S:
-                    from .convert import i2s_pack
-
                     return i2s_pack(values, scale)
                 return quantize(values.astype(np.float32) * np.float32(scale), ternary_type)
 

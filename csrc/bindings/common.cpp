@@ -1,4 +1,4 @@
-#include "py_convert.h"
+#include "bindings/common.h"
 
 #include <cmath>
 #include <cstdio>

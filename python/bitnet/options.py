@@ -1,0 +1,509 @@
+"""The one definition of every sampling and load setting: its name, type, default, range and help.
+
+:class:`SamplingOptions` (what one generation does) and :class:`LoadOptions` (how a model is
+loaded) are frozen dataclasses whose fields carry an :class:`Option` describing them. Everything
+else is derived from these two classes:
+
+- ``Model.generate``/``stream``/``chat``/``stream_chat`` take the sampling fields as keyword
+  arguments (or a ``SamplingOptions``), ``Model(...)`` the load fields;
+- the command line's flags (:func:`add_arguments`), with their defaults and help;
+- the HTTP server's request fields (``bitnet.server.schemas``), with their JSON Schema bounds;
+- the native call (:meth:`SamplingOptions.native`), which ``_core`` checks key by key against
+  the C++ ``SamplingParams``.
+
+Adding a sampling parameter means a field here, a member of ``SamplingParams`` in
+``csrc/model/generator.h`` and its line in ``csrc/bindings/register_model.cpp``.
+
+>>> SamplingOptions(temperature=0).temperature
+0.0
+>>> SamplingOptions(top_p=2)
+Traceback (most recent call last):
+ValueError: top_p must be in (0, 1], got 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = [
+    "MAX_CONTEXT",
+    "MAX_INT32",
+    "MAX_REPEAT_PENALTY",
+    "MAX_THREADS",
+    "LoadOptions",
+    "Option",
+    "SamplingOptions",
+    "add_arguments",
+    "check_threads",
+    "checked_int",
+    "cli_default",
+    "from_arguments",
+    "is_int",
+    "server_default",
+    "takes_options",
+]
+
+# Token counts and top_k are 32-bit ints in the engine.
+MAX_INT32 = (1 << 31) - 1
+# Beyond this the native sizes overflow long before memory runs out.
+MAX_CONTEXT = 1 << 24
+# ggml's thread pools hold at most GGML_MAX_N_THREADS (512) threads; beyond it they abort.
+MAX_THREADS = 512
+# Larger penalties only push logits past float range; the engine takes floats.
+MAX_REPEAT_PENALTY = 1e6
+
+Kind = Literal["int", "float", "bool", "choice", "texts", "seed", "threads"]
+_SAME: Any = object()  # "the same default as the library's"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting is checked and offered.
+
+    ``kind``: ``int`` / ``float`` (in ``[low, high]``, ``low`` excluded when ``low_open``),
+    ``bool``, ``choice`` (one of ``choices``), ``texts`` (a string or a list of non-empty
+    strings, kept as a tuple), ``seed`` (any integer or None; its low 32 bits are used) or
+    ``threads`` (``"auto"``/None or a count from 1 to MAX_THREADS). ``flags``: the command
+    line's spelling (default ``--name-with-dashes``; empty: not on the command line).
+    ``cli_default``/``server_default``: where the command line or the OpenAI-compatible server
+    start from another value (None for the server's ``max_tokens``: whatever fits the context).
+    """
+
+    kind: Kind
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[str, ...] = ()
+    flags: tuple[str, ...] | None = None
+    cli_default: Any = _SAME
+    server_default: Any = _SAME
+    on_server: bool = True
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` as this option's type, or TypeError/ValueError naming ``name``."""
+        return _CHECKS[self.kind](self, name, value)
+
+    def range_text(self) -> str:
+        """The allowed values in words, for help texts and errors."""
+        if self.kind == "choice":
+            return ", ".join(self.choices)
+        if self.kind == "float":
+            return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        if self.kind == "int":
+            return f"{int(self.low or 0)} to {int(self.high or 0)}"
+        if self.kind == "threads":
+            return f"'auto' or 1 to {MAX_THREADS}"
+        return ""
+
+
+def option(default: Any, kind: Kind, help: str, **spec: Any) -> Any:
+    """A dataclass field described by an :class:`Option`."""
+    return field(default=default, metadata={"option": Option(kind, help, **spec)})
+
+
+class _Options:
+    """What SamplingOptions and LoadOptions share: checking on construction, and the table of
+    their fields for the CLI, the server and the docs."""
+
+    def __post_init__(self) -> None:
+        for f, opt in self.options():
+            object.__setattr__(self, f.name, opt.check(f.name, getattr(self, f.name)))
+
+    @classmethod
+    def options(cls) -> Iterator[tuple[dataclasses.Field[Any], Option]]:
+        """(field, Option) of every setting, in declaration order."""
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            yield f, f.metadata["option"]
+
+    @classmethod
+    def build(cls, options: Any = None, /, **overrides: Any) -> Any:
+        """``options`` (an instance, or None for the defaults) with ``overrides`` applied, checked.
+        An unknown keyword is a TypeError naming it and the known ones."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(
+                f"unknown {cls.__name__} argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}"
+            )
+        if options is None:
+            return cls(**overrides)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be a {cls.__name__}, not {type(options).__name__}")
+        return dataclasses.replace(options, **overrides) if overrides else options
+
+    @classmethod
+    def with_flags(cls, **values: Any) -> Any:
+        """Like ``cls(**values)``, with errors naming the command-line flag too (``n_ctx
+        (--ctx-size) must be ...``): for settings that came from a command line or a config."""
+        checked = {}
+        for f, opt in cls.options():
+            if f.name in values:
+                long_flags = [flag for flag in _flags(f, opt) if flag.startswith("--")]
+                label = f"{f.name} ({long_flags[0]})" if long_flags else f.name
+                checked[f.name] = opt.check(label, values.pop(f.name))
+        return cls.build(**checked, **values)
+
+    @classmethod
+    def describe(cls, indent: int = 0) -> str:
+        """The fields as a docstring's ``Arguments:`` list (name, default, range, help)."""
+        pad = " " * indent
+        lines = [f"{pad}Arguments (:class:`bitnet.options.{cls.__name__}`):"]
+        for f, opt in cls.options():
+            bounds = f", {opt.range_text()}" if opt.range_text() else ""
+            lines.append(f"{pad}    {f.name} (default {f.default!r}{bounds}): {opt.help}.")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def cli_args(self) -> list[str]:
+        """The command-line flags that reproduce the values that differ from the CLI defaults."""
+        out: list[str] = []
+        for f, opt in self.options():
+            value, default = getattr(self, f.name), cli_default(f, opt)
+            flag = _flags(f, opt)
+            if not flag or value == default or value is None:
+                continue
+            if opt.kind == "bool":
+                out.append(flag[-1])
+            elif opt.kind == "texts":
+                for text in value:
+                    out += [flag[-1], text]
+            else:
+                out += [flag[-1], str(value)]
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingOptions(_Options):
+    """What one generation does: ``Model.generate(prompt, **fields)`` or
+    ``Model.generate(prompt, SamplingOptions(...))``. Values are checked when built."""
+
+    max_tokens: int = option(
+        256,
+        "int",
+        "most tokens to generate (a full context also ends the generation)",
+        low=0,
+        high=MAX_INT32,
+        flags=("-n", "--n-predict", "--max-tokens"),
+        cli_default=128,
+        server_default=None,
+    )
+    temperature: float = option(
+        0.8,
+        "float",
+        "sampling temperature; 0 is greedy decoding",
+        low=0.0,
+        high=100.0,
+        flags=("--temperature", "--temp"),
+        server_default=1.0,
+    )
+    top_p: float = option(
+        0.95,
+        "float",
+        "nucleus sampling: keep the most likely tokens up to this probability mass (1 disables)",
+        low=0.0,
+        high=1.0,
+        low_open=True,
+        server_default=1.0,
+    )
+    top_k: int = option(
+        40, "int", "keep the k most likely tokens (0 disables)", low=0, high=MAX_INT32
+    )
+    min_p: float = option(
+        0.05,
+        "float",
+        "drop tokens less likely than min_p times the most likely one (0 disables)",
+        low=0.0,
+        high=1.0,
+    )
+    repeat_penalty: float = option(
+        1.0,
+        "float",
+        "penalty on tokens seen in the last repeat_last_n tokens (1 disables)",
+        low=0.0,
+        high=MAX_REPEAT_PENALTY,
+        low_open=True,
+    )
+    repeat_last_n: int = option(
+        64, "int", "how many recent tokens repeat_penalty looks at", low=0, high=MAX_CONTEXT
+    )
+    stop: tuple[str, ...] = option(
+        (),
+        "texts",
+        "strings that end the generation (not included in the text)",
+        flags=("--stop",),
+    )
+    seed: int | None = option(
+        None,
+        "seed",
+        "sampling seed (repeatable output); none: the model's seed, else a random one",
+        flags=("-s", "--seed"),
+    )
+
+    def native(self, seed: int) -> dict[str, Any]:
+        """The params of ``_core.model.Model.start``: every field, the seed as 32 bits."""
+        return {**self.to_dict(), "seed": seed & 0xFFFFFFFF, "stop": list(self.stop)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadOptions(_Options):
+    """How a model is loaded: ``Model(path, **fields)``. Values are checked when built."""
+
+    n_ctx: int = option(
+        4096,
+        "int",
+        "context size in tokens (the KV cache holds this many)",
+        low=16,
+        high=MAX_CONTEXT,
+        flags=("-c", "--ctx-size"),
+    )
+    n_batch: int = option(
+        512,
+        "int",
+        "most prompt tokens processed in one step",
+        low=1,
+        high=MAX_CONTEXT,
+        flags=("-b", "--batch-size"),
+    )
+    n_threads: int | str | None = option(
+        None,
+        "threads",
+        "generation threads: 'auto' (None) is one per physical core this process may use, "
+        "divided between the generations that run at once",
+        flags=("-t", "--threads"),
+        cli_default="auto",
+    )
+    n_threads_batch: int | str | None = option(
+        None,
+        "threads",
+        "prompt-processing threads (default: as many as for generation)",
+        flags=("--threads-batch",),
+    )
+    engine: Literal["auto", "bitnet", "llama"] = option(
+        "auto",
+        "choice",
+        "auto: BitNetEngine for BitNet architectures, libllama for the rest",
+        choices=("auto", "bitnet", "llama"),
+    )
+    kernels: Literal["auto", "bitnet", "ggml"] = option(
+        "auto",
+        "choice",
+        "BitNetEngine's ternary matmuls: auto (ours where the CPU has a SIMD path for them, "
+        "else ggml's), bitnet (ours, even the scalar fallback) or ggml",
+        choices=("auto", "bitnet", "ggml"),
+    )
+    use_mmap: bool = option(
+        True,
+        "bool",
+        "memory-map the weights instead of reading them into memory",
+        flags=("--no-mmap",),
+    )
+    seed: int | None = option(
+        None,
+        "seed",
+        "default sampling seed of calls that pass none (None: a fresh random seed each call)",
+        flags=(),
+    )
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def is_int(value: object) -> bool:
+    """An integer that is not a bool (numpy integers included)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral)
+
+
+def checked_int(name: str, value: object, low: int, high: int) -> int:
+    """``value`` if it is an integer in [low, high], else ValueError naming ``name`` and the
+    range (also used for the server's and the CLI's settings)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def _check_int(opt: Option, name: str, value: Any) -> int:
+    low, high = int(opt.low or 0), int(opt.high or 0)
+    if not is_int(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+    return int(value)
+
+
+def _check_float(opt: Option, name: str, value: Any) -> float:
+    if isinstance(value, bool | str | bytes) or type(value).__name__ == "bool_":
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    low, high = float(opt.low or 0.0), float(opt.high or 0.0)
+    if number < low or (opt.low_open and number == low) or number > high:
+        raise ValueError(f"{name} must be in {opt.range_text()}, got {value!r}")
+    return number
+
+
+def _check_bool(opt: Option, name: str, value: Any) -> bool:
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__}")
+    return bool(value)
+
+
+def _check_choice(opt: Option, name: str, value: Any) -> str:
+    if value not in opt.choices or not isinstance(value, str):
+        allowed = ", ".join(repr(c) for c in opt.choices[:-1]) + f" or {opt.choices[-1]!r}"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
+def _check_texts(opt: Option, name: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, str | list | tuple):
+        raise TypeError(f"{name} must be a string or a list of strings, not {type(value).__name__}")
+    texts = (value,) if isinstance(value, str) else tuple(value)
+    if any(not isinstance(s, str) or not s for s in texts):
+        raise ValueError(f"{name} must be a non-empty string or a list of non-empty strings")
+    from ._native import _core
+
+    for s in texts:
+        _core.model.check_text(s, name)  # refuses lone surrogates, naming where
+    return texts
+
+
+def _check_seed(opt: Option, name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if not is_int(value):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def check_threads(name: str, value: Any) -> int | str | None:
+    """None, ``"auto"``, or a thread count from 1 to MAX_THREADS (its decimal text too)."""
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not is_int(value) or not 1 <= value <= MAX_THREADS:
+        raise ValueError(
+            f"{name} must be 'auto' or an integer from 1 to {MAX_THREADS}, got {value!r}; "
+            "'auto' uses one thread per physical core this process may use"
+        )
+    return int(value)
+
+
+def _check_threads(opt: Option, name: str, value: Any) -> int | str | None:
+    return check_threads(name, value)
+
+
+_CHECKS = {
+    "int": _check_int,
+    "float": _check_float,
+    "bool": _check_bool,
+    "choice": _check_choice,
+    "texts": _check_texts,
+    "seed": _check_seed,
+    "threads": _check_threads,
+}
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def _flags(f: dataclasses.Field[Any], opt: Option) -> tuple[str, ...]:
+    return opt.flags if opt.flags is not None else ("--" + f.name.replace("_", "-"),)
+
+
+def cli_default(f: dataclasses.Field[Any], opt: Option) -> Any:
+    """The command line's default of a field."""
+    return f.default if opt.cli_default is _SAME else opt.cli_default
+
+
+def server_default(f: dataclasses.Field[Any], opt: Option) -> Any:
+    """The HTTP server's default of a field (OpenAI's, where it differs)."""
+    return f.default if opt.server_default is _SAME else opt.server_default
+
+
+def _threads_arg(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {value!r}") from None
+
+
+_ARG_TYPES: Mapping[str, Any] = {"int": int, "float": float, "seed": int, "threads": _threads_arg}
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    options: type[_Options],
+    *,
+    only: tuple[str, ...] | None = None,
+) -> None:
+    """Add a flag for each field of ``options`` (or the fields named in ``only``): dest the
+    field's name, default the command line's, help the Option's with its range and default."""
+    for f, opt in options.options():
+        flags = _flags(f, opt)
+        if not flags or (only is not None and f.name not in only):
+            continue
+        default = cli_default(f, opt)
+        help_text = opt.help
+        if opt.range_text() and opt.kind != "choice":
+            help_text += f"; {opt.range_text()}"
+        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
+        if opt.kind == "bool":  # a flag that turns the default off (--no-mmap)
+            kwargs["action"] = "store_false" if default else "store_true"
+        elif opt.kind == "texts":
+            kwargs.update(action="append", default=None, metavar="TEXT")
+            kwargs["help"] += " (repeatable)"
+        else:
+            kwargs["default"] = default
+            if opt.kind == "choice":
+                kwargs["choices"] = list(opt.choices)
+            else:
+                kwargs["type"] = _ARG_TYPES[opt.kind]
+                kwargs["metavar"] = "X" if opt.kind == "float" else "N"
+            if default is not None:
+                kwargs["help"] += f" (default {default})"
+        parser.add_argument(*flags, **kwargs)
+
+
+def takes_options(options: type[_Options]) -> Callable[[F], F]:
+    """Marks a method whose ``**overrides`` are the fields of ``options``: ``help()``,
+    ``inspect.signature`` and editors that read them show each field with its default, and the
+    docstring lists them."""
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func)
+        params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        params += [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+            for f, _ in options.options()
+        ]
+        func.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+        func.__doc__ = (func.__doc__ or "").rstrip() + "\n\n" + options.describe(indent=8)
+        return func
+
+    return decorate
+
+
+def from_arguments(options: type[Any], args: argparse.Namespace, **extra: Any) -> Any:
+    """The ``options`` instance the parsed flags (see :func:`add_arguments`) describe."""
+    values = {f.name: getattr(args, f.name) for f, _ in options.options() if hasattr(args, f.name)}
+    return options.with_flags(**{**values, **extra})

@@ -1,0 +1,266 @@
+"""The completion endpoints' work: a generation through the supervisor, raced against the
+client hanging up, answered in OpenAI's shapes (one JSON object, or server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette.sse import EventSourceResponse
+
+from ..errors import DeadlineExceededError, QueueFullError, SupervisorClosedError
+from ..model import GenerationResult
+from ..options import SamplingOptions
+from .metrics import Metrics
+from .schemas import HTTPError, _Sampling, error_body
+from .state import ServerState, model_id, ready_supervisor
+
+__all__ = ["generate"]
+
+
+def _sampling(body: _Sampling, tokens: list[int], n_ctx: int) -> dict[str, Any]:
+    """The request's sampling settings, ``max_tokens`` defaulting to what fits the context."""
+    room = n_ctx - len(tokens)
+    if room < 1:
+        raise HTTPError(
+            400,
+            f"the prompt has {len(tokens)} tokens but the context holds {n_ctx}; "
+            "shorten the prompt",
+            "invalid_request_error",
+        )
+    max_tokens = room if body.max_tokens is None else body.max_tokens
+    if max_tokens > room:
+        raise HTTPError(
+            400,
+            f"max_tokens={max_tokens} plus the prompt's {len(tokens)} tokens is more "
+            f"than the context of {n_ctx} tokens; ask for at most {room}",
+            "invalid_request_error",
+        )
+    # Checked now, so that a bad value is a 400 before the request waits for a slot.
+    return SamplingOptions(**{**body.sampling(), "max_tokens": max_tokens}).to_dict()
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before the answer was ready."""
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns as soon as the client closes the connection.
+
+    After the body has been read, the server's ``receive`` waits until the connection is lost
+    (or the response is complete) and then says ``http.disconnect``: no polling interval.
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Await ``work`` (a coroutine); if the client goes away first, cancel it (which cancels
+    the generation and frees its slot) and raise _ClientGone."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this handler itself was cancelled (shutdown)
+        task.cancel()
+        watcher.cancel()
+        raise
+    if task.done():
+        watcher.cancel()
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task  # the supervisor has cancelled the native work when this returns
+    raise _ClientGone
+
+
+async def generate(
+    request: Request,
+    state: ServerState,
+    metrics: Metrics,
+    endpoint: str,
+    body: _Sampling,
+    tokens: list[int],
+    *,
+    chat: bool,
+) -> Response:
+    sup = ready_supervisor(state)
+    sampling = _sampling(body, tokens, sup.model.n_ctx)
+    t0 = time.perf_counter()
+    items = sup.stream_with_result(tokens, **sampling)
+    created = int(time.time())
+    rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
+    served = model_id(state.config)
+
+    async def first_item() -> Any:
+        # A non-streamed answer waits for the result; a stream only for its first piece, so
+        # that an error before anything was sent can still be an HTTP status.
+        item = await items.__anext__()
+        metrics.ttft.observe(time.perf_counter() - t0)
+        while not body.stream and not isinstance(item, GenerationResult):
+            item = await items.__anext__()
+        return item
+
+    try:
+        item = await _unless_disconnected(request, first_item())
+    except (QueueFullError, SupervisorClosedError) as exc:
+        await items.aclose()
+        metrics.requests.labels(endpoint, "rejected").inc()
+        raise HTTPError(
+            503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
+        ) from None
+    except DeadlineExceededError as exc:
+        await items.aclose()
+        metrics.requests.labels(endpoint, "timeout").inc()
+        raise HTTPError(504, str(exc), "timeout") from None
+    except ValueError as exc:
+        await items.aclose()
+        metrics.requests.labels(endpoint, "error").inc()
+        raise HTTPError(400, str(exc), "invalid_request_error") from None
+    except _ClientGone:
+        metrics.requests.labels(endpoint, "cancelled").inc()
+        await items.aclose()
+        return Response(status_code=499)  # nobody reads it; the access log records the status
+
+    def finished(result: GenerationResult) -> None:
+        metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
+        metrics.generated_tokens.inc(result.usage.completion_tokens)
+        if result.timings.generation_decodes:
+            metrics.speed.observe(result.timings.generation_tokens_per_second)
+        metrics.requests.labels(
+            endpoint, "ok" if result.finish_reason != "abort" else "abort"
+        ).inc()
+
+    if not body.stream:
+        await items.aclose()
+        finished(item)
+        return JSONResponse(_full_response(rid, created, served, item, chat))
+    first = item
+
+    async def events() -> AsyncIterator[str]:
+        outcome = "cancelled"
+        try:
+            if chat:
+                yield json.dumps(
+                    _chunk(rid, created, served, {"role": "assistant", "content": ""}, None, chat)
+                )
+            item = first
+            while not isinstance(item, GenerationResult):
+                delta = {"content": item} if chat else item
+                yield json.dumps(_chunk(rid, created, served, delta, None, chat))
+                item = await items.__anext__()
+            finished(item)
+            outcome = "done"
+            yield json.dumps(
+                _chunk(
+                    rid,
+                    created,
+                    served,
+                    {} if chat else "",
+                    item.finish_reason,
+                    chat,
+                    usage=_usage(item),
+                )
+            )
+            yield "[DONE]"
+        except DeadlineExceededError as exc:
+            outcome = "timeout"
+            yield json.dumps(error_body(str(exc), "timeout", 504))
+        except Exception as exc:  # the status line is long gone: say it in the stream
+            outcome = "error"
+            logging.getLogger("bitnet.server").exception(
+                "stream %s failed", request.state.request_id
+            )
+            yield json.dumps(error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
+        finally:
+            await items.aclose()
+            if outcome != "done":
+                metrics.requests.labels(endpoint, outcome).inc()
+
+    return EventSourceResponse(
+        events(), ping=15, headers={"X-Request-ID": request.state.request_id}
+    )
+
+
+def _usage(result: GenerationResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.usage.prompt_tokens,
+        "completion_tokens": result.usage.completion_tokens,
+        "total_tokens": result.usage.total_tokens,
+    }
+
+
+def _full_response(
+    rid: str, created: int, model: str, result: GenerationResult, chat: bool
+) -> dict[str, Any]:
+    if chat:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": result.text},
+            "finish_reason": _finish(result),
+            "logprobs": None,
+        }
+        kind = "chat.completion"
+    else:
+        choice = {
+            "index": 0,
+            "text": result.text,
+            "finish_reason": _finish(result),
+            "logprobs": None,
+        }
+        kind = "text_completion"
+    return {
+        "id": rid,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(result),
+    }
+
+
+def _chunk(
+    rid: str,
+    created: int,
+    model: str,
+    delta: Any,
+    finish: str | None,
+    chat: bool,
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    finish_reason = None if finish is None else ("stop" if finish == "abort" else finish)
+    if chat:
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": None,
+        }
+        kind = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": delta, "finish_reason": finish_reason, "logprobs": None}
+        kind = "text_completion"
+    out: dict[str, Any] = {
+        "id": rid,
+        "object": kind,
+        "created": created,
+        "model": model,
+        "choices": [choice],
+    }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+def _finish(result: GenerationResult) -> str:
+    # OpenAI knows "stop" and "length"; an aborted generation ended early, like a stop.
+    return "length" if result.finish_reason == "length" else "stop"

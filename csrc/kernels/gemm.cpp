@@ -1,0 +1,155 @@
+// The GEMM driver: how rows and tokens are cut into tiles, when codes are unpacked, how the
+// integer sums become floats, and how rows are spread over the kernels' thread pool.
+#include <algorithm>
+#include <vector>
+
+#include "kernels/fp16.h"
+#include "kernels/isa.h"
+#include "kernels/thread_pool.h"
+
+namespace bitnet::kernels {
+
+using namespace detail;
+
+float row_scale(const TernaryMatrix& w, int64_t row) {
+  if (w.row_scales != nullptr) return w.row_scales[row];
+  if (w.layout == Layout::kI2S) return w.scale;
+  return fp16_to_fp32(w.data + row * w.stride + 64);
+}
+
+void unpack_codes(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst) {
+#if BITNET_X86
+  static const bool avx2 = cpu_has_avx2();
+  if (avx2) return unpack_avx2(layout, row, g0, g1, dst);
+#endif
+  return unpack_scalar(layout, row, g0, g1, dst);
+}
+
+namespace {
+
+// Batches from this many tokens on run over unpacked codes (when the implementation has such a
+// kernel): unpacking a block of rows costs about as much as one token pair over packed codes.
+constexpr int64_t kUnpackMinTokens = 4;
+// Rows x weights unpacked at a time: 16 KiB of codes stay in L1 next to a token pair's 4 KiB of
+// activations while the block's four 4 x 2 tiles run.
+constexpr int kUnpackRows = 8;
+constexpr int64_t kUnpackK = kUnpackedMaxK;
+
+void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
+                      float* y, int64_t y_stride) {
+  // One token (memory-bound): one row at a time, a single stream the hardware prefetcher follows
+  // (4-row tiles were ~10% slower in generation at 1 thread). Several tokens: 4 x 2 tiles share
+  // activation loads and decoded codes (measured fastest of 2x2, 2x4, 3x3, 4x3, 3x4 and 4x4: AVX2
+  // has 16 registers: 8 accumulators, 4 rows of codes, 2 activations, the mask and a temporary).
+  // Blocks of rows stay in cache while the tokens stream.
+  if (x.n == 1 && impl.gemv != nullptr) {
+    constexpr int64_t kRows = 64;
+    int32_t dots[kRows];
+    float scales[kRows];
+    const int32_t sum = x.sum[0];
+    const float xs = x.scale[0];
+    for (int64_t rb = r0; rb < r1; rb += kRows) {
+      const int64_t nr = std::min(kRows, r1 - rb);
+      impl.gemv(w.layout, w.data + rb * w.stride, w.stride, nr, x.q, w.k, dots);
+      // Scales read after the dot products, as below.
+      for (int64_t i = 0; i < nr; ++i) scales[i] = row_scale(w, rb + i);
+      for (int64_t i = 0; i < nr; ++i) y[rb + i] = static_cast<float>(dots[i] - sum) * scales[i] * xs;
+    }
+    return;
+  }
+  const int tile_rows = x.n == 1 ? 1 : 4;
+  const int tile_tokens = x.n == 1 ? 1 : 2;
+  constexpr int64_t kRowBlock = 64;
+  int32_t dots[kMaxRows * kMaxTokens];
+  float scales[kRowBlock];  // of the block's rows, read once rather than once per token pair
+  for (int64_t rb = r0; rb < r1; rb += kRowBlock) {
+    const int64_t re = std::min(r1, rb + kRowBlock);
+    for (int64_t t = 0; t < x.n; t += tile_tokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(tile_tokens, x.n - t));
+      for (int64_t r = rb; r < re; r += tile_rows) {
+        const int nr = static_cast<int>(std::min<int64_t>(tile_rows, re - r));
+        impl.tile(w.layout, w.data + r * w.stride, w.stride, nr, x.q + t * x.stride, x.stride, nt, w.k, dots);
+        // Read after the tile: the rows are in cache by now. Read ahead of it, each TQ2_0 scale
+        // was a cache miss of its own (11% of generation time).
+        if (t == 0) {
+          for (int i = 0; i < nr; ++i) scales[r - rb + i] = row_scale(w, r + i);
+        }
+        const float* rs = scales + (r - rb);
+        for (int j = 0; j < nt; ++j) {
+          float* yt = y + (t + j) * y_stride + r;
+          const int32_t sum = x.sum[t + j];
+          const float xs = x.scale[t + j];
+          for (int i = 0; i < nr; ++i) yt[i] = static_cast<float>(dots[i * nt + j] - sum) * rs[i] * xs;
+        }
+      }
+    }
+  }
+}
+
+void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
+                        const QuantizedActivations& x, float* y, int64_t y_stride) {
+  // Blocks of kUnpackRows rows x up to kUnpackK weights are unpacked once, then every token pair
+  // runs against them in 4 x 2 tiles, adding to acc[t * kUnpackRows + r] (token-major, so that
+  // each token's rows are scaled as one contiguous run).
+  alignas(64) uint8_t codes[kUnpackRows * kUnpackK];
+  static thread_local std::vector<int32_t> acc_storage;
+  std::vector<int32_t>& acc_vec = acc_storage;  // one TLS lookup, not one per use
+  acc_vec.resize(static_cast<size_t>(x.n * kUnpackRows));
+  int32_t* acc = acc_vec.data();
+  // Chunks of equal length: a short last chunk runs the tiles' fixed costs over few weights.
+  const int64_t n_groups = w.k / kGroup, max_groups = kUnpackK / kGroup;
+  const int64_t n_chunks = (n_groups + max_groups - 1) / max_groups;
+  const int64_t chunk_groups = (n_groups + n_chunks - 1) / n_chunks;
+  float scales[kUnpackRows];
+  for (int64_t rb = r0; rb < r1; rb += kUnpackRows) {
+    const int nrb = static_cast<int>(std::min<int64_t>(kUnpackRows, r1 - rb));
+    std::fill(acc, acc + x.n * kUnpackRows, 0);
+    for (int64_t g0 = 0; g0 < n_groups; g0 += chunk_groups) {
+      const int64_t g1 = std::min(n_groups, g0 + chunk_groups);
+      const int64_t k0 = g0 * kGroup, kc = (g1 - g0) * kGroup;
+      for (int r = 0; r < nrb; ++r) unpack_codes(w.layout, w.data + (rb + r) * w.stride, g0, g1, codes + r * kUnpackK);
+      for (int64_t t = 0; t < x.n; t += 2) {
+        const int nt = static_cast<int>(std::min<int64_t>(2, x.n - t));
+        for (int r = 0; r < nrb; r += 4) {
+          impl.unpacked_tile(codes + r * kUnpackK, kUnpackK, std::min(4, nrb - r), x.q + t * x.stride + k0, x.stride,
+                             nt, kc, acc + t * kUnpackRows + r, kUnpackRows);
+        }
+      }
+    }
+    for (int r = 0; r < nrb; ++r) scales[r] = row_scale(w, rb + r);
+    for (int64_t t = 0; t < x.n; ++t) {
+      const int32_t* dots = acc + t * kUnpackRows;
+      const int32_t sum = x.sum[t];
+      const float xs = x.scale[t];
+      float* yt = y + t * y_stride + rb;
+      for (int r = 0; r < nrb; ++r) yt[r] = static_cast<float>(dots[r] - sum) * scales[r] * xs;
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
+               float* y, int64_t y_stride, BatchPath path) {
+  const bool unpacked = impl.unpacked_tile != nullptr &&
+                        (path == BatchPath::kUnpacked || (path == BatchPath::kAuto && x.n >= kUnpackMinTokens));
+  if (unpacked) {
+    gemm_rows_unpacked(impl, w, r0, r1, x, y, y_stride);
+  } else {
+    gemm_rows_packed(impl, w, r0, r1, x, y, y_stride);
+  }
+}
+
+void gemm(const Impl& impl, const TernaryMatrix& w, const QuantizedActivations& x, float* y, int64_t y_stride,
+          int n_threads, BatchPath path) {
+  // Chunks of rows (multiples of 4), several per thread so uneven thread speeds even out.
+  const int64_t n_quads = (w.rows + 3) / 4;
+  const int n_chunks = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_quads, std::max(1, n_threads) * 4)));
+  const int64_t chunk = (n_quads + n_chunks - 1) / n_chunks * 4;
+  ThreadPool::instance().run(n_chunks, n_threads, [&](int i) {
+    const int64_t r0 = i * chunk;
+    if (r0 < w.rows) gemm_rows(impl, w, r0, std::min(w.rows, r0 + chunk), x, y, y_stride, path);
+  });
+}
+
+}  // namespace bitnet::kernels

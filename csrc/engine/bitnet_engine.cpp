@@ -1,17 +1,13 @@
 #include "engine/bitnet_engine.h"
 
-#include <sys/mman.h>
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <iterator>
 #include <limits>
-#include <map>
-#include <mutex>
 #include <vector>
 
+#include "engine/ggml_ops.h"
+#include "engine/packed_weights.h"
 #include "errors.h"
 #include "ggml-cpu.h"
 #include "kernels/thread_pool.h"
@@ -25,84 +21,6 @@ constexpr int kGraphNodesPerLayer = 64;
 constexpr int kMinGraphNodes = 8192;
 
 std::string key(const std::string& arch, const char* suffix) { return arch + "." + suffix; }
-
-// ---- ggml custom ops running csrc/kernels --------------------------------------------------
-// Activations are quantized by one op into an I8 tensor of rows [k int8 | f32 scale | i32 sum]
-// read by every ternary matmul of the same input; both ops split their work over ggml's threads.
-
-// Scale + sum after the k int8 values, padded so that rows start 64-byte aligned (k is a multiple
-// of 256): misaligned activation rows made the GEMM ~25% slower.
-constexpr int64_t kQuantTail = 64;
-
-void quantize_op(ggml_tensor* dst, int ith, int nth, void* /*userdata*/) {
-  const ggml_tensor* src = dst->src[0];
-  const int64_t k = src->ne[0];
-  for (int64_t t = ith; t < src->ne[1]; t += nth) {
-    const float* x = reinterpret_cast<const float*>(static_cast<const char*>(src->data) + t * src->nb[1]);
-    int8_t* q = static_cast<int8_t*>(dst->data) + t * dst->nb[1];
-    int32_t sum = 0;
-    const float scale = kernels::quantize_row(x, k, q, &sum);
-    std::memcpy(q + k, &scale, sizeof scale);
-    std::memcpy(q + k + 4, &sum, sizeof sum);
-  }
-}
-
-void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
-  auto* op = static_cast<TernaryOpState*>(userdata);
-  const kernels::TernaryMatrix& m = *op->w;
-  const ggml_tensor* xq = dst->src[1];
-  const int64_t k = m.k, rows = m.rows, n = xq->ne[1];
-  std::vector<float> scale(static_cast<size_t>(n));
-  std::vector<int32_t> sum(static_cast<size_t>(n));
-  const auto* q = static_cast<const int8_t*>(xq->data);
-  for (int64_t t = 0; t < n; ++t) {
-    std::memcpy(&scale[t], q + t * xq->nb[1] + k, sizeof(float));
-    std::memcpy(&sum[t], q + t * xq->nb[1] + k + 4, sizeof(int32_t));
-  }
-  const kernels::QuantizedActivations x{q, static_cast<int64_t>(xq->nb[1]), scale.data(), sum.data(), n};
-  auto* y = static_cast<float*>(dst->data);
-  const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
-  // Chunks of rows (multiples of 4) taken from a shared counter: a thread that runs ahead takes
-  // more, instead of waiting at the node's barrier for a static half.
-  const int64_t chunk = std::max<int64_t>(16, (rows / (8 * std::max(1, nth)) + 3) / 4 * 4);
-  (void)ith;
-  for (;;) {
-    const int64_t r0 = op->next_row.fetch_add(chunk, std::memory_order_relaxed);
-    if (r0 >= rows) break;
-    kernels::gemm_rows(*op->impl, m, r0, std::min(rows, r0 + chunk), x, y, y_stride);
-  }
-}
-
-// The Q6_K head: each thread quantizes the tokens' activations per 256 values itself (a few
-// microseconds; no node and barrier of its own), then takes chunks of rows from a shared counter
-// and runs every token against a chunk while it is in cache.
-void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
-  auto* op = static_cast<HeadOpState*>(userdata);
-  const ggml_tensor* w = dst->src[0];
-  const ggml_tensor* x = dst->src[1];
-  const int64_t k = w->ne[0], rows = w->ne[1], n = x->ne[1], blocks = k / kernels::kQ6KBlock;
-  static thread_local std::vector<kernels::Q8Block> xq_storage;
-  std::vector<kernels::Q8Block>& xq = xq_storage;
-  xq.resize(static_cast<size_t>(n * blocks));
-  for (int64_t t = 0; t < n; ++t) {
-    kernels::quantize_row_q8(reinterpret_cast<const float*>(static_cast<const char*>(x->data) + t * x->nb[1]), k,
-                             xq.data() + t * blocks);
-  }
-  auto* y = static_cast<float*>(dst->data);
-  const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
-  constexpr int64_t kChunk = 64;  // rows: 134 KiB of the 2B-4T head, in L2 while the tokens pass
-  (void)ith;
-  (void)nth;
-  for (;;) {
-    const int64_t r0 = op->next_row.fetch_add(kChunk, std::memory_order_relaxed);
-    if (r0 >= rows) break;
-    const int64_t nr = std::min(kChunk, rows - r0);
-    for (int64_t t = 0; t < n; ++t) {
-      op->dot(op->data + r0 * w->nb[1], static_cast<int64_t>(w->nb[1]), nr,
-              xq.data() + t * blocks, blocks, y + t * y_stride + r0);
-    }
-  }
-}
 
 // The weight types ggml's CPU backend both multiplies (mul_mat) and reads rows of (get_rows).
 bool is_supported_weight_type(ggml_type type) {
@@ -340,7 +258,9 @@ void BitNetEngine::choose_kernels() {
   // into the huge-page arena with the ternary weights.
   const bool own_head = output_->type == GGML_TYPE_Q6_K && output_->ne[0] % kernels::kQ6KBlock == 0 &&
                         kernels::q6k_dot_avx2() != nullptr;
-  if (!candidates.empty()) packed_ = packed_weights(candidates, own_head ? output_ : nullptr);
+  if (!candidates.empty()) {
+    packed_ = packed_weights(path_, file_->data(), candidates, own_head ? output_ : nullptr, config_.n_threads);
+  }
   for (ggml_tensor* t : candidates) {
     auto it = packed_->by_offset.find(static_cast<size_t>(static_cast<const uint8_t*>(t->data) - file_->data()));
     if (it == packed_->by_offset.end()) continue;
@@ -356,92 +276,7 @@ void BitNetEngine::choose_kernels() {
     head_.data = packed_->head;
     file_->release(static_cast<const uint8_t*>(output_->data), ggml_nbytes(output_));  // re-read if get_rows needs it
   }
-  op_states_ = std::vector<TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
-}
-
-std::shared_ptr<const PackedWeights> BitNetEngine::packed_weights(const std::vector<ggml_tensor*>& tensors,
-                                                                  const ggml_tensor* head) {
-  // The file's identity: engines of this process on the same, unchanged file (Supervisor slots,
-  // server --parallel) share one copy instead of holding one each.
-  std::string key;
-  struct stat st {};
-  if (::stat(path_.c_str(), &st) == 0) {
-    key = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-          std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + (head ? ":head" : "");
-  }
-  static std::mutex mutex;  // held while repacking: a second engine on the file waits, then shares
-  static std::map<std::string, std::weak_ptr<const PackedWeights>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  for (auto it = cache.begin(); it != cache.end();) {  // forget the files no engine holds any more
-    it = it->second.expired() ? cache.erase(it) : std::next(it);
-  }
-  if (!key.empty()) {
-    auto it = cache.find(key);
-    // lock() can still come back empty: engines are destroyed without this mutex.
-    if (it != cache.end()) {
-      if (std::shared_ptr<const PackedWeights> hit = it->second.lock()) return hit;
-    }
-  }
-
-  auto out = std::make_shared<PackedWeights>();
-  std::vector<size_t> at;  // each tensor's place in the arena
-  size_t total = 0;
-  for (const ggml_tensor* t : tensors) {
-    at.push_back(total);
-    total += (static_cast<size_t>(t->ne[1] * t->ne[0] / 4) + 63) / 64 * 64;
-  }
-  const size_t head_at = total;
-  if (head != nullptr) total += ggml_nbytes(head);
-  constexpr size_t kHugePage = size_t{2} << 20;
-  const size_t arena_bytes = (total + kHugePage - 1) / kHugePage * kHugePage;
-  out->arena.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, arena_bytes)));
-  if (!out->arena) {
-    throw EngineError("out of memory: our kernels need " + std::to_string(arena_bytes >> 20) +
-                      " MiB for the repacked ternary weights (kernels='ggml' runs without)");
-  }
-#ifdef MADV_HUGEPAGE
-  ::madvise(out->arena.get(), arena_bytes, MADV_HUGEPAGE);  // advice: without it, 4 KiB pages
-#endif
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const ggml_tensor* t = tensors[i];
-    const int64_t rows = t->ne[1], k = t->ne[0], row_bytes = k / 4;
-    const auto* src = static_cast<const uint8_t*>(t->data);
-    const kernels::TernaryMatrix tq2{kernels::Layout::kTQ2, src, rows, k, static_cast<int64_t>(t->nb[1]), 0.0f};
-    uint8_t* codes = out->arena.get() + at[i];
-    PackedWeights::Matrix m;
-    m.scales.resize(static_cast<size_t>(rows));
-    std::atomic<bool> one_scale{true};
-    constexpr int64_t kRowsPerTask = 256;
-    const int n_tasks = static_cast<int>((rows + kRowsPerTask - 1) / kRowsPerTask);
-    kernels::ThreadPool::instance().run(n_tasks, config_.n_threads, [&](int task) {
-      const int64_t blocks = k / kernels::kTq2Block;
-      for (int64_t r = task * kRowsPerTask; r < std::min(rows, (task + 1) * kRowsPerTask); ++r) {
-        const uint8_t* row = src + r * tq2.stride;
-        for (int64_t b = 1; b < blocks; ++b) {
-          if (std::memcmp(row + 64, row + b * kernels::kTq2BlockBytes + 64, 2) != 0) one_scale = false;
-        }
-        kernels::tq2_row_to_i2s(row, k, codes + r * row_bytes);
-        m.scales[r] = kernels::row_scale(tq2, r);
-      }
-    });
-    if (!one_scale) continue;
-    m.matrix = kernels::TernaryMatrix{kernels::Layout::kI2S, codes, rows, k, row_bytes, 0.0f, nullptr};
-    const size_t offset = static_cast<size_t>(src - file_->data());
-    PackedWeights::Matrix& kept = out->by_offset[offset] = std::move(m);
-    kept.matrix.row_scales = kept.scales.data();
-  }
-  if (head != nullptr) {
-    uint8_t* dst = out->arena.get() + head_at;
-    const auto* src = static_cast<const uint8_t*>(head->data);
-    const size_t n = ggml_nbytes(head), per_task = size_t{16} << 20;
-    kernels::ThreadPool::instance().run(static_cast<int>((n + per_task - 1) / per_task), config_.n_threads, [&](int i) {
-      const size_t begin = i * per_task;
-      std::memcpy(dst + begin, src + begin, std::min(per_task, n - begin));
-    });
-    out->head = dst;
-  }
-  if (!key.empty()) cache[key] = out;
-  return out;
+  op_states_ = std::vector<ops::TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
 }
 
 std::string BitNetEngine::kernels() const {
@@ -458,18 +293,18 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
   if (*xq == nullptr) {
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
     ggml_tensor* args[] = {x};
-    *xq = ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] + kQuantTail, x->ne[1], 1, 1, args, 1, &quantize_op,
+    *xq = ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] + ops::kQuantTail, x->ne[1], 1, 1, args, 1, &ops::quantize_op,
                          GGML_N_TASKS_MAX, nullptr);
   }
   if (n_op_states_ == op_states_.size()) {
     throw EngineError("internal: more ternary matmuls in one graph than BitNetEngine prepared for");
   }
-  TernaryOpState* state = &op_states_[n_op_states_++];
+  ops::TernaryOpState* state = &op_states_[n_op_states_++];
   state->impl = kernel_impl_;
   state->w = own_kernel_.find(w)->second;
   state->next_row.store(0, std::memory_order_relaxed);  // the graph runs after it is built
   ggml_tensor* args[] = {w, *xq};
-  return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ternary_op, GGML_N_TASKS_MAX,
+  return ggml_custom_4d(ctx, GGML_TYPE_F32, w->ne[1], x->ne[1], 1, 1, args, 2, &ops::ternary_op, GGML_N_TASKS_MAX,
                         state);
 }
 
@@ -478,7 +313,7 @@ ggml_tensor* BitNetEngine::head(ggml_context* ctx, ggml_tensor* x) {
   if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
   head_.next_row.store(0, std::memory_order_relaxed);  // one head per graph; it runs after it is built
   ggml_tensor* args[] = {output_, x};
-  return ggml_custom_4d(ctx, GGML_TYPE_F32, output_->ne[1], x->ne[1], 1, 1, args, 2, &head_op, GGML_N_TASKS_MAX,
+  return ggml_custom_4d(ctx, GGML_TYPE_F32, output_->ne[1], x->ne[1], 1, 1, args, 2, &ops::head_op, GGML_N_TASKS_MAX,
                         &head_);
 }
 

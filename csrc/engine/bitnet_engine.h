@@ -2,16 +2,14 @@
 #pragma once
 
 #include <array>
-
-#include <atomic>
-#include <cstdlib>
 #include <memory>
 #include <string>
-#include <map>
 #include <unordered_map>
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/ggml_ops.h"
+#include "engine/packed_weights.h"
 #include "ggml-cpp.h"
 #include "gguf_file.h"
 #include "kernels/kquant.h"
@@ -40,42 +38,6 @@ struct BitNetHParams {
   int n_embd_kv() const { return head_dim() * n_head_kv; }
 };
 
-// The ternary weights our kernels run, repacked once at load from their TQ2_0 blocks into one
-// arena: I2_S codes (rows of k/4 bytes back to back, 64-byte aligned, no per-block scales in the
-// stream) and one float scale per row. 3% fewer bytes per token than TQ2_0, no load straddles a
-// cache line, and the arena (2 MiB aligned) asks for transparent huge pages: a stream over 4 KiB
-// pages pays a page walk every 64 lines and the hardware prefetchers stop at each page's end.
-struct PackedWeights {
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  struct Matrix {
-    kernels::TernaryMatrix matrix{};
-    std::vector<float> scales;
-  };
-  std::unique_ptr<uint8_t[], Free> arena;
-  std::map<size_t, Matrix> by_offset;  // a tensor's offset in the file -> its matrix
-  const uint8_t* head = nullptr;       // a copy of the Q6_K head, when asked for
-};
-
-// Per ternary-matmul node of the current graph: the kernel, the weight and the next row a
-// thread takes.
-struct TernaryOpState {
-  const kernels::Impl* impl = nullptr;
-  const kernels::TernaryMatrix* w = nullptr;
-  std::atomic<int64_t> next_row{0};
-  TernaryOpState() = default;
-  TernaryOpState(TernaryOpState&&) noexcept {}  // only ever moved while empty (vector sizing)
-};
-
-// The output head on our Q6_K kernel: the dot product and the next row a thread takes.
-struct HeadOpState {
-  kernels::Q6KDotFn dot = nullptr;
-  const uint8_t* data = nullptr;  // the head's rows (a huge-page copy of the file's)
-  std::atomic<int64_t> next_row{0};
-};
-
-// True for the architectures BitNetEngine runs.
 // The architectures BitNetEngine runs (bitnet.formats.gguf.BITNET_ARCHITECTURES reads this list).
 inline constexpr std::array<const char*, 3> kBitnetArchitectures = {"bitnet", "bitnet-b1.58", "bitnet-25"};
 bool is_bitnet_arch(const std::string& arch);
@@ -125,11 +87,6 @@ class BitNetEngine final : public Engine {
   void bind_weights(const std::string& path);
   void allocate_cache();
   void choose_kernels();
-  // The TQ2_0 weights `tensors` repacked for our kernels (and a copy of `head` unless null), from
-  // the process-wide cache (keyed by the file's identity) or made now. A tensor whose rows have
-  // several block scales, which our kernels do not take, has no entry.
-  std::shared_ptr<const PackedWeights> packed_weights(const std::vector<ggml_tensor*>& tensors,
-                                                      const ggml_tensor* head);
   // w x for a ternary weight: our kernels on activations quantized once (`xq`, built on first
   // use and shared by the matmuls that read the same x), or ggml_mul_mat.
   ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor** xq);
@@ -164,8 +121,8 @@ class BitNetEngine final : public Engine {
   std::shared_ptr<const PackedWeights> packed_;
   std::unordered_map<const ggml_tensor*, const kernels::TernaryMatrix*> own_kernel_;
   int n_ternary_ = 0;                                  // ternary weights in the model
-  HeadOpState head_;                                   // head_.dot null: ggml runs the head
-  std::vector<TernaryOpState> op_states_;              // reset by each build_graph
+  ops::HeadOpState head_;                                   // head_.dot null: ggml runs the head
+  std::vector<ops::TernaryOpState> op_states_;              // reset by each build_graph
   size_t n_op_states_ = 0;
 };
 

@@ -69,17 +69,20 @@ std::string take_utf8(std::string* bytes, bool flush) {
   return out;
 }
 
-Generator::Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector<int32_t> prompt,
+Generator::Generator(std::shared_ptr<Model> model, ModelSession session, std::vector<int32_t> prompt,
                      SamplingParams params)
-    : owner_(std::move(model)), model_(*owner_), lease_(std::move(lease)), prompt_(std::move(prompt)), params_(std::move(params)) {
-  const int n_ctx = model_.engine_->n_ctx();
+    : owner_(std::move(model)),
+      session_(std::move(session)),
+      prompt_(std::move(prompt)),
+      params_(std::move(params)) {
+  const int n_ctx = session_.engine.n_ctx();
   if (prompt_.empty()) throw InvalidArgument("the prompt is empty (no tokens)");
   if (static_cast<int>(prompt_.size()) >= n_ctx) {
     throw InvalidArgument("the prompt has " + std::to_string(prompt_.size()) +
                           " tokens, which does not fit the context of " + std::to_string(n_ctx) +
                           " tokens (n_ctx) with room to generate; shorten the prompt or raise n_ctx");
   }
-  model_.engine_->check_tokens(prompt_.data(), prompt_.size());  // before the sampler sees them
+  session_.engine.check_tokens(prompt_.data(), prompt_.size());  // before the sampler sees them
   if (params_.max_tokens < 0) throw InvalidArgument("max_tokens must be >= 0");
   for (const std::string& s : params_.stop) {
     if (s.empty()) throw InvalidArgument("stop strings must not be empty");
@@ -88,7 +91,7 @@ Generator::Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector
 
   sampler_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
   if (params_.repeat_penalty != 1.0f) {
-    llama_sampler_chain_add(sampler_, llama_sampler_init_penalties(model_.engine_->n_vocab(), params_.repeat_last_n, params_.repeat_penalty, 0.0f, 0.0f));
+    llama_sampler_chain_add(sampler_, llama_sampler_init_penalties(session_.engine.n_vocab(), params_.repeat_last_n, params_.repeat_penalty, 0.0f, 0.0f));
   }
   if (params_.temperature <= 0.0f) {
     llama_sampler_chain_add(sampler_, llama_sampler_init_greedy());
@@ -101,9 +104,9 @@ Generator::Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector
   }
   // Prompt tokens count as history for the repetition penalty.
   for (int32_t t : prompt_) llama_sampler_accept(sampler_, t);
-  logits_.resize(static_cast<size_t>(model_.engine_->n_vocab()));
+  logits_.resize(static_cast<size_t>(session_.engine.n_vocab()));
   candidates_.resize(logits_.size());
-  model_.engine_->reset_abort();
+  session_.engine.reset_abort();
 }
 
 Generator::~Generator() {
@@ -113,25 +116,14 @@ Generator::~Generator() {
 
 void Generator::prefill() {
   prefilled_ = true;
-  engine::Engine& engine = *model_.engine_;
-  std::vector<int32_t>& cached = model_.cached_tokens_;
-  // Reuse the cached prefix, but always evaluate the last prompt token to get its logits.
-  size_t keep = 0;
-  const size_t limit = std::min(cached.size(), prompt_.size() - 1);
-  while (keep < limit && cached[keep] == prompt_[keep]) ++keep;
-  engine.trim_cache(static_cast<int>(keep));
-  cached.resize(keep);
-
+  KvCache& cache = session_.cache;
+  const size_t keep = cache.reuse_prefix(prompt_);
   const auto t0 = Clock::now();
   const int n_eval = static_cast<int>(prompt_.size() - keep);
-  const bool ok = engine.decode(prompt_.data() + keep, n_eval, static_cast<int>(keep), false, logits_.data());
+  const bool ok = cache.append(prompt_.data() + keep, n_eval, false, logits_.data());
   stats_.prompt_ms = ms_since(t0);
   stats_.n_prompt_evaluated = n_eval;
-  if (!ok) {
-    finish("abort");
-    return;
-  }
-  cached = prompt_;
+  if (!ok) finish("abort");
 }
 
 int32_t Generator::sample() {
@@ -182,29 +174,29 @@ void Generator::finish(const char* reason) {
   if (finished_) return;
   finished_ = true;
   stats_.finish_reason = reason;
-  model_.engine_->set_interrupt_check(nullptr);
-  lease_.release();
+  session_.engine.set_interrupt_check(nullptr);
+  session_.lease.release();
 }
 
 std::string Generator::step() {
   if (finished_) return "";
   // Installed while this generator holds the model; finish() removes it before letting go.
-  model_.engine_->set_interrupt_check([this] {
+  session_.engine.set_interrupt_check([this] {
     return cancelled_.load(std::memory_order_relaxed) || (interrupt_check_ && interrupt_check_());
   });
   std::string out = advance();
-  if (!finished_) model_.engine_->set_interrupt_check(nullptr);
+  if (!finished_) session_.engine.set_interrupt_check(nullptr);
   return out;
 }
 
 std::string Generator::advance() {
-  engine::Engine& engine = *model_.engine_;
+  engine::Engine& engine = session_.engine;
   if (!prefilled_) {
     prefill();
     if (finished_) return "";
   }
-  std::vector<int32_t>& cached = model_.cached_tokens_;
-  if (static_cast<int>(stats_.tokens.size()) >= params_.max_tokens || static_cast<int>(cached.size()) >= engine.n_ctx()) {
+  KvCache& cache = session_.cache;
+  if (static_cast<int>(stats_.tokens.size()) >= params_.max_tokens || cache.size() >= cache.capacity()) {
     std::string out = take_final_text(true);
     finish("length");
     return out;
@@ -215,21 +207,20 @@ std::string Generator::advance() {
     return out;
   }
   const int32_t token = sample();
-  if (model_.vocab_->is_end_of_generation(token)) {
+  if (session_.vocab.is_end_of_generation(token)) {
     std::string out = take_final_text(true);
     finish("stop");
     return out;
   }
   stats_.tokens.push_back(token);
-  pending_bytes_ += model_.vocab_->token_bytes(token, false);
+  pending_bytes_ += session_.vocab.token_bytes(token, false);
   std::string out = take_final_text(false);
   if (finished_) return out;
 
-  const bool more = static_cast<int>(stats_.tokens.size()) < params_.max_tokens &&
-                    static_cast<int>(cached.size()) + 1 < engine.n_ctx();
+  const bool more = static_cast<int>(stats_.tokens.size()) < params_.max_tokens && cache.size() + 1 < cache.capacity();
   if (more) {
     const auto t0 = Clock::now();
-    const bool ok = engine.decode(&token, 1, static_cast<int>(cached.size()), false, logits_.data());
+    const bool ok = cache.append(&token, 1, false, logits_.data());
     stats_.generation_ms += ms_since(t0);
     ++stats_.n_generation_decodes;
     if (!ok) {
@@ -237,8 +228,7 @@ std::string Generator::advance() {
       finish("abort");
       return out;
     }
-    cached.push_back(token);
-  } else if (static_cast<int>(cached.size()) + 1 >= engine.n_ctx()) {
+  } else if (cache.size() + 1 >= cache.capacity()) {
     out += take_final_text(true);
     finish("length");
   }

@@ -11,24 +11,11 @@
 #include <vector>
 
 #include "llama.h"
+#include "model/session.h"
 
 namespace bitnet::model {
 
 class Model;
-
-// Exclusive use of a model by one thread; remembers the owner so that re-entrant use from the
-// same thread (a second call while a stream is open) is reported instead of deadlocking.
-class ModelLease {
- public:
-  ModelLease(std::mutex& mutex, std::atomic<std::thread::id>& owner);
-  ModelLease(ModelLease&& other) noexcept = default;
-  ~ModelLease() { release(); }
-  void release();
-
- private:
-  std::unique_lock<std::mutex> lock_;
-  std::atomic<std::thread::id>* owner_;
-};
 
 struct SamplingParams {
   int max_tokens = 256;
@@ -56,8 +43,8 @@ struct GenerationStats {
 // the KV cache is never shared between two generations.
 class Generator {
  public:
-  Generator(std::shared_ptr<Model> model, ModelLease lease, std::vector<int32_t> prompt,
-            SamplingParams params);
+  // `model` keeps the model alive while this generator exists; `session` is what it uses of it.
+  Generator(std::shared_ptr<Model> model, ModelSession session, std::vector<int32_t> prompt, SamplingParams params);
   ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
@@ -90,9 +77,8 @@ class Generator {
   std::string take_final_text(bool flush);
   void finish(const char* reason);
 
-  std::shared_ptr<Model> owner_;  // keeps the model alive while this generator exists
-  Model& model_;
-  ModelLease lease_;
+  std::shared_ptr<Model> owner_;
+  ModelSession session_;
   std::vector<int32_t> prompt_;
   SamplingParams params_;
   llama_sampler* sampler_ = nullptr;

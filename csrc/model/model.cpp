@@ -39,6 +39,7 @@ Model::Model(const std::string& path, const ModelOptions& options) : path_(path)
     throw ModelLoadError("'" + path + "' has " + std::to_string(vocab_->n_tokens()) +
                          " vocabulary entries but an embedding of " + std::to_string(engine_->n_vocab()) + " rows");
   }
+  cache_ = std::make_unique<KvCache>(*engine_);
 }
 
 ModelLease::ModelLease(std::mutex& mutex, std::atomic<std::thread::id>& owner) : owner_(&owner) {
@@ -66,17 +67,16 @@ std::vector<float> Model::logits(const std::vector<int32_t>& tokens,
   engine::ScopedInterruptCheck check(*engine_, interrupt_check);
   std::vector<float> out(tokens.size() * static_cast<size_t>(engine_->n_vocab()));
   engine_->reset_abort();
-  cached_tokens_.clear();
-  engine_->trim_cache(0);
-  if (!engine_->decode(tokens.data(), static_cast<int>(tokens.size()), 0, true, out.data())) {
+  cache_->clear();
+  if (!cache_->append(tokens.data(), static_cast<int>(tokens.size()), true, out.data())) {
     throw EngineError("logits() was aborted");
   }
-  cached_tokens_ = tokens;
   return out;
 }
 
 std::unique_ptr<Generator> Model::start(std::vector<int32_t> prompt, SamplingParams params) {
-  return std::make_unique<Generator>(shared_from_this(), acquire(), std::move(prompt), std::move(params));
+  ModelSession session{*engine_, *vocab_, *cache_, acquire()};
+  return std::make_unique<Generator>(shared_from_this(), std::move(session), std::move(prompt), std::move(params));
 }
 
 void Model::set_threads(int n_threads, int n_threads_batch) {

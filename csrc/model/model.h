@@ -12,6 +12,7 @@
 
 #include "engine/engine.h"
 #include "model/generator.h"
+#include "model/kv_cache.h"
 #include "model/vocab.h"
 
 namespace bitnet::model {
@@ -47,7 +48,6 @@ class Model : public std::enable_shared_from_this<Model> {
   void abort() { engine_->request_abort(); }
 
  private:
-  friend class Generator;
   ModelLease acquire();
 
   std::string path_;
@@ -56,7 +56,7 @@ class Model : public std::enable_shared_from_this<Model> {
   std::unique_ptr<Vocab> vocab_;
   std::mutex mutex_;
   std::atomic<std::thread::id> owner_{};  // thread holding mutex_, to report re-entrant use
-  std::vector<int32_t> cached_tokens_;  // what the engine's KV cache holds, position by position
+  std::unique_ptr<KvCache> cache_;        // over engine_
 };
 
 }  // namespace bitnet::model

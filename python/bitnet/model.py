@@ -97,6 +97,7 @@ class Model:
         ...     print(m.generate("Hello", max_tokens=16, seed=0).text)
     """
 
+    @takes_options(LoadOptions)
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -493,7 +493,9 @@ def takes_options(options: type[_Options]) -> Callable[[F], F]:
         signature = inspect.signature(func)
         params = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
         params += [
-            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+            )
             for f, _ in options.options()
         ]
         func.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]

@@ -83,7 +83,7 @@ def test_the_copy_passes(repo: Path):
 
 
 def test_code_changed_after_review_fails(repo: Path):
-    edit(repo / "python/bitnet/server.py", '"""', '"""Changed later. ')
+    edit(repo / "python/bitnet/server/app.py", '"""', '"""Changed later. ')
     git(repo, "commit", "-qam", "later change", date="2027-01-05T10:00:00")
     proc = check(repo)
     assert proc.returncode == 1
@@ -112,7 +112,7 @@ def test_component_without_srd_entry_fails(repo: Path):
 
 
 def test_srd_entry_for_removed_component_fails(repo: Path):
-    edit(repo / "python/bitnet/server.py", '@app.post("/detokenize"', '@app.post("/untokenize"')
+    edit(repo / "python/bitnet/server/app.py", '@router.post("/detokenize"', '@router.post("/untokenize"')
     proc = check(repo)
     assert "endpoint POST /detokenize is documented but no longer exists" in proc.stderr
     assert "endpoint POST /untokenize exists in the code but has no SRD entry" in proc.stderr

@@ -344,3 +344,13 @@ def test_native_gemv_timer_for_the_benchmark():
         _core.bench.time_gemv([i2s.data], 512, "i2_s", 1.0, x[:256], 1, 1)
     with pytest.raises(ValueError, match="need repeats from 1"):
         _core.bench.time_gemv([i2s.data], 512, "i2_s", 1.0, x, 1, 0)
+
+
+def test_scales_at_float32s_limit():
+    """Weights near float32's largest value quantize without overflow (the mean is summed in
+    float64), and a scale float32 cannot hold is refused instead of becoming inf."""
+    w = np.full((2, 128), 3.4e38, dtype=np.float32)
+    packed = K.quantize_weights(w)
+    assert np.isfinite(packed.scale) and packed.scale > 3e38
+    with pytest.raises(ValueError, match="finite float32"):
+        K.pack(np.zeros((1, 128), np.int8), 1e300)

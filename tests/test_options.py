@@ -15,13 +15,12 @@ import pytest
 
 import bitnet
 from bitnet import cli
+from bitnet.cli.flags import add_arguments, from_arguments
 from bitnet.options import (
     MAX_INT32,
     LoadOptions,
     SamplingOptions,
-    add_arguments,
     cli_default,
-    from_arguments,
     option,
     server_default,
 )

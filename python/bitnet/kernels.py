@@ -88,8 +88,8 @@ def pack(values: np.ndarray, scale: float, layout: Layout = "i2_s") -> PackedTer
     _check_layout(layout)
     if isinstance(scale, bool) or not isinstance(scale, int | float | np.number):
         raise TypeError(f"scale must be a number, got {type(scale).__name__}")
-    if not np.isfinite(scale):
-        raise ValueError(f"scale must be finite, got {scale!r}")
+    if not np.isfinite(scale) or abs(float(scale)) > float(np.finfo(np.float32).max):
+        raise ValueError(f"scale must be a finite float32 (|scale| <= 3.4e38), got {scale!r}")
     values = np.asarray(values)
     if values.dtype != np.int8 or values.ndim != 2:
         raise TypeError("values must be a 2-D int8 array")
@@ -142,7 +142,8 @@ def quantize_weights(w: np.ndarray, layout: Layout = "i2_s") -> PackedTernary:
         raise ValueError(f"w is empty (shape {w.shape}); it needs at least one row and column")
     if not np.isfinite(w).all():
         raise ValueError("w has NaN or infinite values; ternary quantization needs finite weights")
-    scale = max(float(np.abs(w).mean()), 1e-5)
+    # Summed in float64: the float32 sum of weights near float32's limit would overflow.
+    scale = max(float(np.abs(w).mean(dtype=np.float64)), 1e-5)
     values = np.clip(np.rint(w / scale), -1, 1).astype(np.int8)
     return pack(values, scale, layout)
 

@@ -6,7 +6,7 @@ else is derived from these two classes:
 
 - ``Model.generate``/``stream``/``chat``/``stream_chat`` take the sampling fields as keyword
   arguments (or a ``SamplingOptions``), ``Model(...)`` the load fields;
-- the command line's flags (:func:`add_arguments`), with their defaults and help;
+- the command line's flags (``bitnet.cli.flags.add_arguments``), with their defaults and help;
 - the HTTP server's request fields (``bitnet.server.schemas``), with their JSON Schema bounds;
 - the native call (:meth:`SamplingOptions.native`), which ``_core`` checks key by key against
   the C++ ``SamplingParams``.
@@ -23,12 +23,11 @@ ValueError: top_p must be in (0, 1], got 2
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import inspect
 import math
 import numbers
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -42,11 +41,10 @@ __all__ = [
     "LoadOptions",
     "Option",
     "SamplingOptions",
-    "add_arguments",
     "check_threads",
     "checked_int",
     "cli_default",
-    "from_arguments",
+    "flags_of",
     "is_int",
     "server_default",
     "takes_options",
@@ -149,7 +147,7 @@ class _Options:
         checked = {}
         for f, opt in cls.options():
             if f.name in values:
-                long_flags = [flag for flag in _flags(f, opt) if flag.startswith("--")]
+                long_flags = [flag for flag in flags_of(f, opt) if flag.startswith("--")]
                 label = f"{f.name} ({long_flags[0]})" if long_flags else f.name
                 checked[f.name] = opt.check(label, values.pop(f.name))
         return cls.build(**checked, **values)
@@ -172,7 +170,7 @@ class _Options:
         out: list[str] = []
         for f, opt in self.options():
             value, default = getattr(self, f.name), cli_default(f, opt)
-            flag = _flags(f, opt)
+            flag = flags_of(f, opt)
             if not flag or value == default or value is None:
                 continue
             if opt.kind == "bool":
@@ -424,7 +422,8 @@ _CHECKS = {
 # -- the command line -----------------------------------------------------------------------
 
 
-def _flags(f: dataclasses.Field[Any], opt: Option) -> tuple[str, ...]:
+def flags_of(f: dataclasses.Field[Any], opt: Option) -> tuple[str, ...]:
+    """The command-line flags of a field (default ``--name-with-dashes``; empty: none)."""
     return opt.flags if opt.flags is not None else ("--" + f.name.replace("_", "-"),)
 
 
@@ -436,52 +435,6 @@ def cli_default(f: dataclasses.Field[Any], opt: Option) -> Any:
 def server_default(f: dataclasses.Field[Any], opt: Option) -> Any:
     """The HTTP server's default of a field (OpenAI's, where it differs)."""
     return f.default if opt.server_default is _SAME else opt.server_default
-
-
-def _threads_arg(value: str) -> int | str:
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {value!r}") from None
-
-
-_ARG_TYPES: Mapping[str, Any] = {"int": int, "float": float, "seed": int, "threads": _threads_arg}
-
-
-def add_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-    options: type[_Options],
-    *,
-    only: tuple[str, ...] | None = None,
-) -> None:
-    """Add a flag for each field of ``options`` (or the fields named in ``only``): dest the
-    field's name, default the command line's, help the Option's with its range and default."""
-    for f, opt in options.options():
-        flags = _flags(f, opt)
-        if not flags or (only is not None and f.name not in only):
-            continue
-        default = cli_default(f, opt)
-        help_text = opt.help
-        if opt.range_text() and opt.kind != "choice":
-            help_text += f"; {opt.range_text()}"
-        kwargs: dict[str, Any] = {"dest": f.name, "help": help_text}
-        if opt.kind == "bool":  # a flag that turns the default off (--no-mmap)
-            kwargs["action"] = "store_false" if default else "store_true"
-        elif opt.kind == "texts":
-            kwargs.update(action="append", default=None, metavar="TEXT")
-            kwargs["help"] += " (repeatable)"
-        else:
-            kwargs["default"] = default
-            if opt.kind == "choice":
-                kwargs["choices"] = list(opt.choices)
-            else:
-                kwargs["type"] = _ARG_TYPES[opt.kind]
-                kwargs["metavar"] = "X" if opt.kind == "float" else "N"
-            if default is not None:
-                kwargs["help"] += f" (default {default})"
-        parser.add_argument(*flags, **kwargs)
 
 
 def takes_options(options: type[_Options]) -> Callable[[F], F]:
@@ -503,9 +456,3 @@ def takes_options(options: type[_Options]) -> Callable[[F], F]:
         return func
 
     return decorate
-
-
-def from_arguments(options: type[Any], args: argparse.Namespace, **extra: Any) -> Any:
-    """The ``options`` instance the parsed flags (see :func:`add_arguments`) describe."""
-    values = {f.name: getattr(args, f.name) for f, _ in options.options() if hasattr(args, f.name)}
-    return options.with_flags(**{**values, **extra})

@@ -8,8 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..options import MAX_THREADS, LoadOptions, add_arguments, checked_int
+from ..options import MAX_THREADS, LoadOptions, checked_int
 from .exits import EXIT_OK, command_parser
+from .flags import add_arguments
 
 
 def add_parser(sub: Any) -> None:

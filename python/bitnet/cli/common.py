@@ -8,7 +8,8 @@ import logging
 import sys
 from typing import Any
 
-from ..options import LoadOptions, add_arguments, from_arguments
+from ..options import LoadOptions
+from .flags import add_arguments, from_arguments
 
 __all__ = ["add_model_arguments", "runtime_from", "setup_logging"]
 

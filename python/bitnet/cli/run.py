@@ -8,9 +8,10 @@ import json
 import sys
 from typing import Any
 
-from ..options import SamplingOptions, add_arguments, from_arguments
+from ..options import SamplingOptions
 from .common import add_model_arguments, runtime_from, setup_logging
 from .exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS, command_parser
+from .flags import add_arguments, from_arguments
 
 
 def add_parser(sub: Any) -> None:

@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..options import LoadOptions, from_arguments
+from ..options import LoadOptions
 from .common import add_model_arguments
 from .exits import command_parser
+from .flags import from_arguments
 
 
 def add_parser(sub: Any) -> None:

@@ -112,7 +112,8 @@ def test_component_without_srd_entry_fails(repo: Path):
 
 
 def test_srd_entry_for_removed_component_fails(repo: Path):
-    edit(repo / "python/bitnet/server/app.py", '@router.post("/detokenize"', '@router.post("/untokenize"')
+    app = repo / "python/bitnet/server/app.py"
+    edit(app, '@router.post("/detokenize"', '@router.post("/untokenize"')
     proc = check(repo)
     assert "endpoint POST /detokenize is documented but no longer exists" in proc.stderr
     assert "endpoint POST /untokenize exists in the code but has no SRD entry" in proc.stderr

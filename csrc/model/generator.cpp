@@ -16,58 +16,7 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-constexpr char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
-
-// Length of the UTF-8 sequence starting with `lead`, or 0 when it cannot start one.
-int utf8_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if (lead >= 0xC2 && lead <= 0xDF) return 2;
-  if (lead >= 0xE0 && lead <= 0xEF) return 3;
-  if (lead >= 0xF0 && lead <= 0xF4) return 4;
-  return 0;
-}
-
-// Whether byte `k` (1-based) of a sequence led by `lead` may be `c`: continuation bytes, with
-// the narrower second-byte ranges that exclude overlong forms, surrogates and code points past
-// U+10FFFF (what Python's strict decoder rejects).
-bool utf8_continuation_ok(unsigned char lead, int k, unsigned char c) {
-  if (k == 1) {
-    if (lead == 0xE0) return c >= 0xA0 && c <= 0xBF;
-    if (lead == 0xED) return c >= 0x80 && c <= 0x9F;
-    if (lead == 0xF0) return c >= 0x90 && c <= 0xBF;
-    if (lead == 0xF4) return c >= 0x80 && c <= 0x8F;
-  }
-  return (c & 0xC0) == 0x80;
-}
-
 }  // namespace
-
-std::string take_utf8(std::string* bytes, bool flush) {
-  std::string out;
-  const std::string& b = *bytes;
-  size_t i = 0;
-  while (i < b.size()) {
-    const unsigned char lead = static_cast<unsigned char>(b[i]);
-    const int len = utf8_length(lead);
-    // Count how many bytes after the lead are valid for this sequence.
-    int good = 1;
-    while (good < len && i + good < b.size() &&
-           utf8_continuation_ok(lead, good, static_cast<unsigned char>(b[i + good]))) {
-      ++good;
-    }
-    if (len > 0 && good == len) {
-      out.append(b, i, len);
-      i += len;
-    } else if (len > 0 && i + good == b.size() && !flush) {
-      break;  // a valid start of a character whose remaining bytes have not arrived yet
-    } else {
-      out += kReplacement;
-      ++i;
-    }
-  }
-  bytes->erase(0, i);
-  return out;
-}
 
 Generator::Generator(std::shared_ptr<Model> model, ModelSession session, std::vector<int32_t> prompt,
                      SamplingParams params)
@@ -89,29 +38,13 @@ Generator::Generator(std::shared_ptr<Model> model, ModelSession session, std::ve
   }
   stats_.n_prompt = static_cast<int>(prompt_.size());
 
-  sampler_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
-  if (params_.repeat_penalty != 1.0f) {
-    llama_sampler_chain_add(sampler_, llama_sampler_init_penalties(session_.engine.n_vocab(), params_.repeat_last_n, params_.repeat_penalty, 0.0f, 0.0f));
-  }
-  if (params_.temperature <= 0.0f) {
-    llama_sampler_chain_add(sampler_, llama_sampler_init_greedy());
-  } else {
-    if (params_.top_k > 0) llama_sampler_chain_add(sampler_, llama_sampler_init_top_k(params_.top_k));
-    if (params_.top_p < 1.0f) llama_sampler_chain_add(sampler_, llama_sampler_init_top_p(params_.top_p, 1));
-    if (params_.min_p > 0.0f) llama_sampler_chain_add(sampler_, llama_sampler_init_min_p(params_.min_p, 1));
-    llama_sampler_chain_add(sampler_, llama_sampler_init_temp(params_.temperature));
-    llama_sampler_chain_add(sampler_, llama_sampler_init_dist(params_.seed));
-  }
-  // Prompt tokens count as history for the repetition penalty.
-  for (int32_t t : prompt_) llama_sampler_accept(sampler_, t);
+  sampler_ = std::make_unique<Sampler>(params_, session_.engine.n_vocab(), prompt_);
   logits_.resize(static_cast<size_t>(session_.engine.n_vocab()));
-  candidates_.resize(logits_.size());
   session_.engine.reset_abort();
 }
 
 Generator::~Generator() {
   finish("abort");  // no-op when it already finished
-  if (sampler_ != nullptr) llama_sampler_free(sampler_);
 }
 
 void Generator::prefill() {
@@ -124,20 +57,6 @@ void Generator::prefill() {
   stats_.prompt_ms = ms_since(t0);
   stats_.n_prompt_evaluated = n_eval;
   if (!ok) finish("abort");
-}
-
-int32_t Generator::sample() {
-  for (size_t i = 0; i < logits_.size(); ++i) {
-    candidates_[i] = llama_token_data{static_cast<llama_token>(i), logits_[i], 0.0f};
-  }
-  llama_token_data_array array{candidates_.data(), candidates_.size(), -1, false};
-  llama_sampler_apply(sampler_, &array);
-  if (array.selected < 0 || static_cast<size_t>(array.selected) >= array.size) {
-    throw EngineError("the sampler selected no token");
-  }
-  const llama_token token = array.data[array.selected].id;
-  llama_sampler_accept(sampler_, token);
-  return token;
 }
 
 std::string Generator::take_final_text(bool flush) {
@@ -206,7 +125,7 @@ std::string Generator::advance() {
     finish("abort");
     return out;
   }
-  const int32_t token = sample();
+  const int32_t token = sampler_->sample(logits_.data());
   if (session_.vocab.is_end_of_generation(token)) {
     std::string out = take_final_text(true);
     finish("stop");

@@ -1,33 +1,20 @@
-// The generation loop: prefill, sample, detokenize, stop. Runs without the GIL.
+// The generation loop: prefill, sample, assemble text, stop. Runs without the GIL.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
-#include "llama.h"
+#include "model/sampler.h"
 #include "model/session.h"
+#include "model/utf8.h"
 
 namespace bitnet::model {
 
 class Model;
-
-struct SamplingParams {
-  int max_tokens = 256;
-  float temperature = 0.8f;
-  float top_p = 0.95f;
-  int top_k = 40;
-  float min_p = 0.05f;
-  float repeat_penalty = 1.0f;
-  int repeat_last_n = 64;
-  uint32_t seed = 0;
-  std::vector<std::string> stop;
-};
 
 struct GenerationStats {
   std::string finish_reason;  // "stop" | "length" | "abort"
@@ -73,7 +60,6 @@ class Generator {
  private:
   std::string advance();  // one step's work; step() wraps it
   void prefill();
-  int32_t sample();
   std::string take_final_text(bool flush);
   void finish(const char* reason);
 
@@ -81,9 +67,8 @@ class Generator {
   ModelSession session_;
   std::vector<int32_t> prompt_;
   SamplingParams params_;
-  llama_sampler* sampler_ = nullptr;
+  std::unique_ptr<Sampler> sampler_;
   std::vector<float> logits_;
-  std::vector<llama_token_data> candidates_;
   std::string pending_bytes_;  // token bytes not yet a complete UTF-8 character
   std::string text_;           // decoded text not yet emitted (held back for stop strings)
   std::string final_text_;     // everything emitted
@@ -93,10 +78,5 @@ class Generator {
   bool prefilled_ = false;
   bool finished_ = false;
 };
-
-// Splits `bytes` into the longest prefix of complete UTF-8 characters, returned with invalid
-// bytes replaced by U+FFFD, leaving an incomplete trailing character in `bytes`. With flush,
-// the incomplete tail is replaced too.
-std::string take_utf8(std::string* bytes, bool flush);
 
 }  // namespace bitnet::model

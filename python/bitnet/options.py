@@ -12,7 +12,7 @@ else is derived from these two classes:
   the C++ ``SamplingParams``.
 
 Adding a sampling parameter means a field here, a member of ``SamplingParams`` in
-``csrc/model/generator.h`` and its line in ``csrc/bindings/register_model.cpp``.
+``csrc/model/sampler.h`` and its line in ``csrc/bindings/register_model.cpp``.
 
 >>> SamplingOptions(temperature=0).temperature
 0.0

@@ -23,11 +23,10 @@ import statistics
 import time
 from pathlib import Path
 
-from bitnet.bench import generation_speed, prompt_speed, random_prompts
-from bitnet.convert import convert
-
 import bitnet
 from bitnet._native import _core
+from bitnet.formats.convert import convert
+from bitnet.runtime.bench import generation_speed, prompt_speed, random_prompts
 from bitnet.testing import generate_model
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / ".models" / "bitnet-2b4t-tq2_0.gguf"

@@ -75,9 +75,9 @@ def coverage_guided(libfuzzer_args: list[str]) -> int:
     import atheris
 
     import bitnet
-    import bitnet.convert
+    import bitnet.formats.convert
     import bitnet.model
-    from bitnet.gguf_io import read_gguf
+    from bitnet.formats.gguf import read_gguf
     from bitnet.testing.fuzz import base_models
 
     # instrument_imports() misses modules that an editable install loads through its own

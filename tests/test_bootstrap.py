@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import bitnet.bootstrap as B
+import bitnet.deploy.bootstrap as B
 from bitnet.testing import generate_model
 from test_hf import write_checkpoint
 

@@ -1,5 +1,5 @@
 """Official I2_S files and conversions. The I2_S files here come from this test's own writer,
-byte by byte as DESIGN.md describes, independent of bitnet.gguf_io and bitnet.convert."""
+byte by byte as DESIGN.md describes, independent of bitnet.formats."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def test_official_file_loads_as_downloaded(official: Path, cache: Path, caplog):
 
 
 def test_i2s_unpack_reads_the_documented_layout():
-    from bitnet.convert import i2s_pack, i2s_unpack
+    from bitnet.formats.ternary import i2s_pack, i2s_unpack
 
     rng = np.random.default_rng(0)
     values = rng.integers(-1, 2, 256 * 3).astype(np.int8)
@@ -166,8 +166,8 @@ def test_i2s_unpack_reads_the_documented_layout():
 
 
 def test_round_trip_i2s_tq2_0_i2s(official: Path, tmp_path: Path):
-    from bitnet.convert import convert
-    from bitnet.gguf_io import read_gguf
+    from bitnet.formats.convert import convert
+    from bitnet.formats.gguf import read_gguf
 
     tq = convert(official, tmp_path / "tq2.gguf", type="tq2_0")
     back = convert(tq, tmp_path / "back.gguf", type="i2_s")
@@ -199,7 +199,7 @@ def test_round_trip_i2s_tq2_0_i2s(official: Path, tmp_path: Path):
 def test_converted_files_match_the_reference(
     official: Path, tmp_path: Path, kind, embedding, tolerance
 ):
-    from bitnet.convert import convert
+    from bitnet.formats.convert import convert
 
     out = convert(
         official, tmp_path / f"{kind}-{embedding}.gguf", type=kind, embedding_type=embedding
@@ -224,8 +224,8 @@ def test_bad_files(tmp_path: Path, official: Path, cache: Path):
     foreign.write_bytes(data[:at] + struct.pack("<I", 99) + data[at + 4 :])
     with pytest.raises(bitnet.ModelLoadError):
         bitnet.Model(foreign)
-    from bitnet.convert import convert
-    from bitnet.gguf_io import read_gguf
+    from bitnet.formats.convert import convert
+    from bitnet.formats.gguf import read_gguf
 
     with pytest.raises(bitnet.ModelLoadError, match="unknown GGML tensor type 99"):
         read_gguf(foreign)
@@ -235,7 +235,7 @@ def test_bad_files(tmp_path: Path, official: Path, cache: Path):
 
 
 def test_silu_model_cannot_become_i2s(tmp_path: Path, tiny_silu: Path):
-    from bitnet.convert import convert
+    from bitnet.formats.convert import convert
 
     with pytest.raises(ValueError, match="cannot be written as I2_S"):
         convert(tiny_silu, tmp_path / "x.gguf", type="i2_s")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import bitnet
-from bitnet.convert import convert
+from bitnet.formats.convert import convert
 from bitnet.testing import (
     SHAPES,
     ReferenceModel,

@@ -181,7 +181,7 @@ def test_q6_k_head_matches_reference(tmp_path: Path, kernels):
     kernels='bitnet' on AVX2 the head runs on our Q6_K kernel."""
     import gguf
 
-    from bitnet.convert import convert
+    from bitnet.formats.convert import convert
 
     src = generate_model(tmp_path / "f16.gguf", seed=3)
     path = convert(src, tmp_path / "q6_k.gguf", type="tq2_0", embedding_type="q6_k")

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from bitnet.runtime import BitNetRuntime
-from bitnet.supervisor import (
+from bitnet.runtime.supervisor import (
     DeadlineExceededError,
     QueueFullError,
     RuntimeSupervisor,

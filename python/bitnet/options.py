@@ -85,7 +85,6 @@ class Option:
     flags: tuple[str, ...] | None = None
     cli_default: Any = _SAME
     server_default: Any = _SAME
-    on_server: bool = True
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` as this option's type, or TypeError/ValueError naming ``name``."""
@@ -325,18 +324,15 @@ def is_int(value: object) -> bool:
 
 
 def checked_int(name: str, value: object, low: int, high: int) -> int:
-    """``value`` if it is an integer in [low, high], else ValueError naming ``name`` and the
-    range (also used for the server's and the CLI's settings)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    """``value`` as an int if it is an integer (not a bool) in [low, high], else ValueError
+    naming ``name`` and the range (also used for the server's and the CLI's settings)."""
+    if not is_int(value) or not low <= value <= high:  # type: ignore[operator]
         raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
-    return value
+    return int(value)  # type: ignore[call-overload]
 
 
 def _check_int(opt: Option, name: str, value: Any) -> int:
-    low, high = int(opt.low or 0), int(opt.high or 0)
-    if not is_int(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
-    return int(value)
+    return checked_int(name, value, int(opt.low or 0), int(opt.high or 0))
 
 
 def _check_float(opt: Option, name: str, value: Any) -> float:

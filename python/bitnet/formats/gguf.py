@@ -21,6 +21,7 @@ from ..errors import ModelLoadError, ModelTruncatedError
 __all__ = [
     "BITNET_ARCHITECTURES",
     "I2_S",
+    "SCALAR_FORMATS",
     "GgufFile",
     "KeyValue",
     "TensorInfo",
@@ -40,7 +41,8 @@ DEFAULT_ALIGNMENT = 32
 
 # GGUF value types
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
-_SCALAR = {
+# struct format of each scalar value type
+SCALAR_FORMATS = {
     U8: "<B",
     I8: "<b",
     U16: "<H",
@@ -150,7 +152,7 @@ class _Reader:
         return data
 
     def scalar(self, t: int) -> Any:
-        fmt = _SCALAR[t]
+        fmt = SCALAR_FORMATS[t]
         return struct.unpack(fmt, self.read(struct.calcsize(fmt)))[0]
 
     def string(self) -> str:
@@ -170,7 +172,7 @@ class _Reader:
                 raise ModelLoadError(f"'{self.path}' has an array of unknown type {sub}")
             dtype = np.dtype(_NUMPY[sub])
             return KeyValue(t, np.frombuffer(self.read(n * dtype.itemsize), dtype).tolist(), sub)
-        if t not in _SCALAR:
+        if t not in SCALAR_FORMATS:
             raise ModelLoadError(f"'{self.path}' has a metadata value of unknown type {t}")
         return KeyValue(t, self.scalar(t))
 
@@ -256,7 +258,7 @@ def _pack_value(kv: KeyValue) -> bytes:
         if kv.sub_type == STRING:
             return head + b"".join(string(s) for s in kv.value)
         return head + np.asarray(kv.value, dtype=_NUMPY[kv.sub_type]).tobytes()
-    return struct.pack(_SCALAR[kv.type], kv.value)
+    return struct.pack(SCALAR_FORMATS[kv.type], kv.value)
 
 
 def write_gguf(

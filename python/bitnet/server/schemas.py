@@ -71,7 +71,7 @@ def _sampling_field(f: dataclasses.Field[Any], opt: Option) -> tuple[Any, Any]:
 SamplingFields: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "SamplingFields",
     __config__=_STRICT,
-    **{f.name: _sampling_field(f, opt) for f, opt in SamplingOptions.options() if opt.on_server},
+    **{f.name: _sampling_field(f, opt) for f, opt in SamplingOptions.options()},
 )
 
 

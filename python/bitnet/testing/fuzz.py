@@ -33,6 +33,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+# The GGUF value types and their struct formats: the file format's own numbering.
+from ..formats.gguf import ARRAY, BOOL, F32, I32, SCALAR_FORMATS, STRING, U8, U32, U64
+
 __all__ = [
     "MUTATIONS",
     "FuzzResult",
@@ -44,22 +47,6 @@ __all__ = [
     "run_corpus",
     "set_value",
 ]
-
-# GGUF value types (the file format's own numbering).
-U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
-_FORMATS = {
-    U8: "<B",
-    I8: "<b",
-    U16: "<H",
-    I16: "<h",
-    U32: "<I",
-    I32: "<i",
-    F32: "<f",
-    BOOL: "<?",
-    U64: "<Q",
-    I64: "<q",
-    F64: "<d",
-}
 
 
 class LayoutError(ValueError):
@@ -120,9 +107,9 @@ class GgufLayout:
                 for _ in range(n):
                     at = value_end(sub, at)
                 return at
-            if vtype not in _FORMATS:
+            if vtype not in SCALAR_FORMATS:
                 raise LayoutError(f"unknown value type {vtype}")
-            return at + struct.calcsize(_FORMATS[vtype])
+            return at + struct.calcsize(SCALAR_FORMATS[vtype])
 
         kvs = []
         alignment = 32
@@ -199,7 +186,7 @@ def encode_string(text: bytes) -> bytes:
 
 
 def encode_scalar(vtype: int, value: Any) -> bytes:
-    return struct.pack(_FORMATS[vtype], value)
+    return struct.pack(SCALAR_FORMATS[vtype], value)
 
 
 def encode_array(sub: int, items: list[Any], count: int | None = None) -> bytes:
@@ -334,9 +321,9 @@ def _array_length(layout: GgufLayout, rng: random.Random) -> None:
     arrays = [i for i, kv in enumerate(layout.kvs) if kv.vtype == ARRAY]
     kv = layout.kvs[rng.choice(arrays)]
     sub, count = struct.unpack_from("<IQ", kv.payload)
-    if rng.random() < 0.5 and sub != STRING and sub in _FORMATS:
+    if rng.random() < 0.5 and sub != STRING and sub in SCALAR_FORMATS:
         # A well-formed array with fewer or more items (scores/types shorter than tokens).
-        size = struct.calcsize(_FORMATS[sub])
+        size = struct.calcsize(SCALAR_FORMATS[sub])
         new = max(0, count + rng.choice([-count, -1, 1, 7]))
         items = kv.payload[12 : 12 + size * min(new, count)] + b"\0" * size * max(0, new - count)
         kv.payload = struct.pack("<IQ", sub, new) + items

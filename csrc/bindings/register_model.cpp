@@ -12,6 +12,7 @@
 
 #include "ggml.h"
 #include "model/model.h"
+#include "model/utf8.h"
 #include "bindings/common.h"
 
 namespace py = pybind11;
@@ -26,6 +27,7 @@ using model::Model;
 // Limits of what the engines can size (positions and threads are ints in llama.cpp's API).
 constexpr int64_t kMaxContext = int64_t{1} << 24;
 constexpr int64_t kMaxThreads = GGML_MAX_N_THREADS;  // ggml's thread pools abort beyond it
+constexpr int64_t kMaxSequences = 256;               // libllama's LLAMA_MAX_SEQ
 
 // Lets Ctrl+C stop native work started from the main thread, the only one Python delivers
 // signals to. The check runs on the decoding thread at most every 50 ms and takes the GIL only
@@ -136,12 +138,13 @@ void register_model(py::module_& m) {
       py::arg("data"), py::arg("flush"),
       "Internal, for tests: (complete UTF-8 text of data, incomplete tail) as streams emit them.");
 
-  py::class_<Generator>(m, "Generator", "One running generation; holds its model until it ends.")
+  py::class_<Generator>(m, "Generator",
+                        "One generation, running on its model's scheduler with the others; dropping it cancels it.")
       .def(
           "step",
           [](Generator& g) {
             g.set_interrupt_check(signal_check_for_this_thread());
-            // The generator owns its model lease; no Python object is touched while stepping.
+            // Waits for the scheduler's thread; no Python object is touched meanwhile.
             return py::str(run_interruptible([&] { return g.step(); }));
           },
           "Advance one token; returns the text that became final (may be empty).")
@@ -164,10 +167,10 @@ void register_model(py::module_& m) {
           },
           py::arg("on_text") = py::none(),
           "Generate to the end; on_text(piece) gets each piece and returns True to stop.")
-      .def("cancel", &Generator::cancel,
+      .def("cancel", &Generator::cancel, py::call_guard<py::gil_scoped_release>(),
            "End the generation from any thread (finish_reason 'abort'), even before it starts.")
       .def("close", &Generator::finish_early, py::call_guard<py::gil_scoped_release>(),
-           "End now (finish_reason 'abort' if it was running) and release the model.")
+           "End now (finish_reason 'abort' if it was running); returns once the scheduler let it go.")
       .def_property_readonly("done", &Generator::done)
       .def_property_readonly("text", [](const Generator& g) { return py::str(g.text()); })
       .def_property_readonly("finish_reason", [](const Generator& g) { return g.stats().finish_reason; })
@@ -176,11 +179,12 @@ void register_model(py::module_& m) {
       .def_property_readonly("n_prompt_evaluated", [](const Generator& g) { return g.stats().n_prompt_evaluated; })
       .def_property_readonly("prompt_ms", [](const Generator& g) { return g.stats().prompt_ms; })
       .def_property_readonly("generation_ms", [](const Generator& g) { return g.stats().generation_ms; })
-      .def_property_readonly("n_generation_decodes", [](const Generator& g) { return g.stats().n_generation_decodes; });
+      .def_property_readonly("n_generation_decodes", [](const Generator& g) { return g.stats().n_generation_decodes; })
+      .def_property_readonly("queue_ms", [](const Generator& g) { return g.stats().queue_ms; });
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded GGUF model: engine, KV cache and vocabulary.")
       .def(py::init([](py::handle path, py::handle engine, py::handle n_ctx, py::handle n_batch, py::handle n_threads,
-                       py::handle n_threads_batch, py::handle use_mmap, py::handle kernels) {
+                       py::handle n_threads_batch, py::handle use_mmap, py::handle kernels, py::handle n_seq) {
              model::ModelOptions options;
              const std::string file = pyconv::path_arg(path);
              options.engine = choice_arg(engine, "engine", {"auto", "bitnet", "llama"});
@@ -191,18 +195,38 @@ void register_model(py::module_& m) {
                  static_cast<int>(pyconv::int_arg(n_threads_batch, "n_threads_batch", 1, kMaxThreads));
              options.config.use_mmap = pyconv::bool_arg(use_mmap, "use_mmap");
              options.config.kernels = choice_arg(kernels, "kernels", {"auto", "bitnet", "ggml"});
+             options.config.n_seq = static_cast<int>(pyconv::int_arg(n_seq, "n_seq", 0, kMaxSequences));
              // Loading reads only native state; log lines re-acquire the GIL themselves.
              py::gil_scoped_release release;
              return std::make_shared<Model>(file, options);
            }),
            py::arg("path"), py::kw_only(), py::arg("engine"), py::arg("n_ctx"), py::arg("n_batch"),
-           py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"))
+           py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"),
+           py::arg("n_seq") = 0)
       .def_property_readonly("path", [](const Model& m) { return pyconv::decode_utf8(m.path()); })
       .def_property_readonly("engine", &Model::engine_name)
       .def_property_readonly("kernels", &Model::kernels)
       .def_property_readonly("architecture", [](const Model& m) { return pyconv::decode_utf8(m.architecture()); })
       .def_property_readonly("n_ctx", &Model::n_ctx)
       .def_property_readonly("n_vocab", &Model::n_vocab)
+      .def_property_readonly("n_seq", &Model::n_seq)
+      .def_property_readonly("n_batch", &Model::n_batch)
+      .def(
+          "scheduler_stats",
+          [](Model& m) {
+            const model::SchedulerStats st = m.scheduler().stats();
+            py::dict d;
+            d["batches"] = st.batches;
+            d["batch_tokens"] = st.batch_tokens;
+            d["aborted_batches"] = st.aborted_batches;
+            d["reused_tokens"] = st.reused_tokens;
+            d["copied_tokens"] = st.copied_tokens;
+            d["max_active"] = st.max_active;
+            d["active"] = st.active;
+            d["queued"] = st.queued;
+            return d;
+          },
+          "Counters of the continuous-batching scheduler (batches, tokens, reuse, queue).")
       .def_property_readonly("bos", [](const Model& m) { return m.vocab().bos(); })
       .def_property_readonly("eos", [](const Model& m) { return m.vocab().eos(); })
       .def_property_readonly("eot", [](const Model& m) { return m.vocab().eot(); })
@@ -242,7 +266,7 @@ void register_model(py::module_& m) {
           [](Model& m, py::handle tokens) {
             const std::vector<int32_t> ids = pyconv::token_list_arg(tokens, "tokens");
             auto check = signal_check_for_this_thread();
-            // Native decode under the model's own lock.
+            // Runs on the scheduler's thread; this one waits without the GIL.
             std::vector<float> values = run_interruptible([&] { return m.logits(ids, check); });
             py::array_t<float> out({static_cast<py::ssize_t>(ids.size()), static_cast<py::ssize_t>(m.n_vocab())});
             std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(float));
@@ -254,7 +278,7 @@ void register_model(py::module_& m) {
           [](Model& m, py::handle prompt, py::handle params) {
             std::vector<int32_t> tokens = pyconv::token_list_arg(prompt, "prompt");
             model::SamplingParams p = sampling_params(params);
-            py::gil_scoped_release release;  // waiting for the model's lock must not hold the GIL
+            py::gil_scoped_release release;  // submitting waits for the scheduler's lock
             // The generator holds the model (a shared_ptr), so no keep_alive is needed: pybind11
             // 3.1.0 runs keep_alive<0, 1> even after failed argument conversion, and crashes.
             return m.start(std::move(tokens), std::move(p));
@@ -267,7 +291,7 @@ void register_model(py::module_& m) {
           [](Model& m, py::handle n_threads, py::handle n_threads_batch) {
             const int n = static_cast<int>(pyconv::int_arg(n_threads, "n_threads", 1, kMaxThreads));
             const int nb = static_cast<int>(pyconv::int_arg(n_threads_batch, "n_threads_batch", 1, kMaxThreads));
-            py::gil_scoped_release release;  // waits for the model's lock
+            py::gil_scoped_release release;  // waits for the running batch
             m.set_threads(n, nb);
           },
           py::arg("n_threads"), py::arg("n_threads_batch"))

@@ -54,10 +54,11 @@ bool is_bitnet_arch(const std::string& arch) {
 
 BitNetEngine::BitNetEngine(const std::string& path, gguf_context_ptr gguf, ggml_context_ptr tensors,
                            const EngineConfig& config)
-    : config_(config), path_(path), gguf_(std::move(gguf)), weights_ctx_(std::move(tensors)) {
+    : Engine(config.n_seq), config_(config), path_(path), gguf_(std::move(gguf)), weights_ctx_(std::move(tensors)) {
   load_hparams(path);
   if (config_.n_ctx < 1) throw InvalidArgument("n_ctx must be >= 1");
   if (config_.n_batch < 1) throw InvalidArgument("n_batch must be >= 1");
+  if (config_.n_seq < 1) throw InvalidArgument("n_seq must be >= 1");
   file_ = std::make_unique<MappedFile>(path, config_.use_mmap);
   bind_weights(path);
   backend_.reset(ggml_backend_cpu_init());
@@ -219,17 +220,31 @@ void BitNetEngine::allocate_cache() {
   params.mem_size = ggml_tensor_overhead() * 2 * static_cast<size_t>(hp_.n_layer) + 1024;
   params.no_alloc = true;
   cache_ctx_.reset(ggml_init(params));
-  const int64_t n_cells = static_cast<int64_t>(config_.n_ctx) * hp_.n_embd_kv();
+  const int64_t n_cells = static_cast<int64_t>(config_.n_ctx) * config_.n_seq;
   for (int il = 0; il < hp_.n_layer; ++il) {
-    layers_[il].k_cache = ggml_new_tensor_1d(cache_ctx_.get(), GGML_TYPE_F16, n_cells);
-    layers_[il].v_cache = ggml_new_tensor_1d(cache_ctx_.get(), GGML_TYPE_F16, n_cells);
+    layers_[il].k_cache = ggml_new_tensor_2d(cache_ctx_.get(), GGML_TYPE_F16, hp_.n_embd_kv(), n_cells);
+    layers_[il].v_cache = ggml_new_tensor_2d(cache_ctx_.get(), GGML_TYPE_F16, hp_.n_embd_kv(), n_cells);
   }
   cache_buf_.reset(ggml_backend_alloc_ctx_tensors(cache_ctx_.get(), backend_.get()));
   if (!cache_buf_) {
-    throw EngineError("cannot allocate the KV cache (" + std::to_string(2 * n_cells * hp_.n_layer * 2 / (1 << 20)) +
-                      " MiB for n_ctx=" + std::to_string(config_.n_ctx) + "); lower n_ctx");
+    const int64_t mib = 2 * n_cells * hp_.n_embd_kv() * hp_.n_layer * 2 / (1 << 20);
+    throw EngineError("cannot allocate the KV cache (" + std::to_string(mib) + " MiB for n_ctx=" +
+                      std::to_string(config_.n_ctx) + " x n_seq=" + std::to_string(config_.n_seq) +
+                      "); lower n_ctx or n_seq");
   }
-  // Not cleared: decode only reads cells it has written, and untouched pages cost no memory.
+  // Not cleared: attention reads only the cells a sequence has written, and untouched pages cost
+  // no memory, so each sequence's share grows with its use.
+  attention_.resize(static_cast<size_t>(hp_.n_layer));
+  for (int il = 0; il < hp_.n_layer; ++il) {
+    ops::AttentionOpState& a = attention_[il];
+    a.shape.n_head = hp_.n_head;
+    a.shape.n_head_kv = hp_.n_head_kv;
+    a.shape.head_dim = hp_.head_dim();
+    a.shape.cell_stride = hp_.n_embd_kv();
+    a.shape.scale = 1.0f / std::sqrt(static_cast<float>(hp_.head_dim()));
+    a.k_cache = static_cast<const uint16_t*>(layers_[il].k_cache->data);
+    a.v_cache = static_cast<const uint16_t*>(layers_[il].v_cache->data);
+  }
 }
 
 void BitNetEngine::choose_kernels() {
@@ -317,21 +332,24 @@ ggml_tensor* BitNetEngine::head(ggml_context* ctx, ggml_tensor* x) {
                         &head_);
 }
 
-ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits,
+ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int n_out, bool head_needed,
                                        GraphInputs* in) {
   n_op_states_ = 0;
-  const int n_kv = pos0 + n_tokens;
   const int head_dim = hp_.head_dim();
   const int n_embd_kv = hp_.n_embd_kv();
-  const size_t f16 = ggml_type_size(GGML_TYPE_F16);
   ggml_cgraph* gf = ggml_new_graph_custom(ctx, graph_nodes_, false);
 
   in->tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
   in->positions = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_tokens);
-  in->mask = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, n_kv, n_tokens);
+  in->cells = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, n_tokens);
   ggml_set_input(in->tokens);
   ggml_set_input(in->positions);
-  ggml_set_input(in->mask);
+  ggml_set_input(in->cells);
+  in->out_ids = nullptr;
+  if (n_out < n_tokens) {
+    in->out_ids = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, n_out);
+    ggml_set_input(in->out_ids);
+  }
 
   auto norm = [&](ggml_tensor* x, ggml_tensor* weight) {
     return ggml_mul(ctx, ggml_rms_norm(ctx, x, hp_.rms_eps), weight);
@@ -342,9 +360,6 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
   };
 
   ggml_tensor* x = ggml_get_rows(ctx, tok_embd_, in->tokens);  // [n_embd, n_tokens]
-  auto last_column = [&](ggml_tensor* t) {
-    return ggml_view_2d(ctx, t, t->ne[0], 1, t->nb[1], static_cast<size_t>(n_tokens - 1) * t->nb[1]);
-  };
   for (size_t il = 0; il < layers_.size(); ++il) {
     const Layer& l = layers_[il];
     ggml_tensor* h = norm(x, l.attn_norm);
@@ -353,26 +368,17 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
     ggml_tensor* k = rope(ggml_reshape_3d(ctx, matmul(ctx, l.wk, h, &hq), head_dim, hp_.n_head_kv, n_tokens));
     ggml_tensor* v = matmul(ctx, l.wv, h, &hq);  // [n_embd_kv, n_tokens]
 
-    // Append this chunk to the cache; the copies enter the graph before the reads below.
-    ggml_tensor* k_dst = ggml_view_1d(ctx, l.k_cache, static_cast<int64_t>(n_tokens) * n_embd_kv,
-                                      static_cast<size_t>(pos0) * n_embd_kv * f16);
-    ggml_tensor* v_dst = ggml_view_2d(ctx, l.v_cache, n_tokens, n_embd_kv, static_cast<size_t>(config_.n_ctx) * f16,
-                                      static_cast<size_t>(pos0) * f16);
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, k, k_dst));
-    ggml_build_forward_expand(gf, ggml_cpy(ctx, ggml_transpose(ctx, v), v_dst));
-
-    ggml_tensor* keys = ggml_view_3d(ctx, l.k_cache, head_dim, n_kv, hp_.n_head_kv, n_embd_kv * f16, head_dim * f16, 0);
-    ggml_tensor* values = ggml_view_3d(ctx, l.v_cache, n_kv, head_dim, hp_.n_head_kv, config_.n_ctx * f16,
-                                       static_cast<size_t>(config_.n_ctx) * head_dim * f16, 0);
-    // Heads of q share kv heads in consecutive groups: ggml_mul_mat broadcasts dim 2 that way.
-    ggml_tensor* scores = ggml_mul_mat(ctx, keys, ggml_permute(ctx, q, 0, 2, 1, 3));  // [n_kv, n_tokens, n_head]
-    scores = ggml_soft_max_ext(ctx, scores, in->mask, 1.0f / std::sqrt(static_cast<float>(head_dim)), 0.0f);
-    ggml_tensor* attn = ggml_mul_mat(ctx, values, scores);  // [head_dim, n_tokens, n_head]
-    attn = ggml_cont_2d(ctx, ggml_permute(ctx, attn, 0, 2, 1, 3), hp_.n_embd, n_tokens);
-    if (il + 1 == layers_.size() && !all_logits && n_tokens > 1) {
-      // Past the last attention only the last token matters for its logits.
-      attn = last_column(attn);
-      x = last_column(x);
+    // Each token's key and value go to its sequence's cell for its position; the attention op
+    // takes the writes as sources, so it runs after them.
+    ggml_tensor* k_written = ggml_set_rows(ctx, l.k_cache, ggml_reshape_2d(ctx, k, n_embd_kv, n_tokens), in->cells);
+    ggml_tensor* v_written = ggml_set_rows(ctx, l.v_cache, v, in->cells);
+    ggml_tensor* args[] = {q, k_written, v_written};
+    ggml_tensor* attn = ggml_custom_4d(ctx, GGML_TYPE_F32, hp_.n_embd, n_tokens, 1, 1, args, 3, &ops::attention_op,
+                                       GGML_N_TASKS_MAX, &attention_[il]);
+    if (il + 1 == layers_.size() && in->out_ids != nullptr) {
+      // Past the last attention only the tokens whose logits are wanted matter.
+      attn = ggml_get_rows(ctx, attn, in->out_ids);
+      x = ggml_get_rows(ctx, x, in->out_ids);
     }
     if (l.attn_sub_norm != nullptr) attn = norm(attn, l.attn_sub_norm);
     ggml_tensor* attn_q = nullptr;
@@ -387,61 +393,72 @@ ggml_cgraph* BitNetEngine::build_graph(ggml_context* ctx, int n_tokens, int pos0
     ggml_tensor* ffn_q = nullptr;
     x = ggml_add(ctx, x, matmul(ctx, l.ffn_down, ffn, &ffn_q));
   }
-  in->logits = head(ctx, norm(x, output_norm_));
+  // Without wanted logits the graph ends at the last token's final hidden state (the cache
+  // writes are what such a batch is for).
+  in->logits = head_needed ? head(ctx, norm(x, output_norm_)) : norm(x, output_norm_);
   ggml_set_output(in->logits);
   ggml_build_forward_expand(gf, in->logits);
   return gf;
 }
 
-bool BitNetEngine::decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
-  check_decode_args(tokens, n_tokens, pos0, n_cached_);
-  n_cached_ = pos0;
-  for (int done = 0; done < n_tokens;) {
-    const int chunk = std::min(config_.n_batch, n_tokens - done);
-    const bool last_chunk = done + chunk == n_tokens;
-    float* out = all_logits ? logits + static_cast<size_t>(done) * hp_.n_vocab : (last_chunk ? logits : nullptr);
-    if (!decode_chunk(tokens + done, chunk, pos0 + done, all_logits, out)) return false;
-    done += chunk;
-    n_cached_ = pos0 + done;
-  }
-  return true;
-}
-
-bool BitNetEngine::decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
+bool BitNetEngine::run_batch(const BatchToken* batch, int n_tokens, float* logits) {
   if (abort_callback(this)) return false;
+  std::vector<int32_t> tokens(n_tokens), positions(n_tokens), out_ids;
+  std::vector<int64_t> cells(n_tokens);
+  first_cell_.resize(n_tokens);
+  n_kv_.resize(n_tokens);
+  for (int i = 0; i < n_tokens; ++i) {
+    const BatchToken& t = batch[i];
+    tokens[i] = t.token;
+    positions[i] = t.pos;
+    first_cell_[i] = static_cast<int64_t>(t.seq) * config_.n_ctx;
+    n_kv_[i] = t.pos + 1;
+    cells[i] = first_cell_[i] + t.pos;
+    if (t.logits) out_ids.push_back(i);
+  }
+  const int n_out = static_cast<int>(out_ids.size());
+  if (n_out == 0) out_ids.push_back(n_tokens - 1);  // the graph's output: see build_graph
+  for (ops::AttentionOpState& a : attention_) {
+    a.first_cell = first_cell_.data();
+    a.n_kv = n_kv_.data();
+  }
+
   ggml_init_params params{};
   params.mem_size = graph_arena_.size();
   params.mem_buffer = graph_arena_.data();
   params.no_alloc = true;
   ggml_context_ptr ctx(ggml_init(params));
   GraphInputs in;
-  ggml_cgraph* gf = build_graph(ctx.get(), n_tokens, pos0, all_logits, &in);
+  ggml_cgraph* gf = build_graph(ctx.get(), n_tokens, static_cast<int>(out_ids.size()), n_out > 0, &in);
   if (!ggml_gallocr_alloc_graph(galloc_.get(), gf)) throw EngineError("cannot allocate the compute graph");
 
-  ggml_backend_tensor_set(in.tokens, tokens, 0, sizeof(int32_t) * n_tokens);
-  std::vector<int32_t> positions(n_tokens);
-  for (int i = 0; i < n_tokens; ++i) positions[i] = pos0 + i;
+  ggml_backend_tensor_set(in.tokens, tokens.data(), 0, sizeof(int32_t) * n_tokens);
   ggml_backend_tensor_set(in.positions, positions.data(), 0, sizeof(int32_t) * n_tokens);
-  const int n_kv = pos0 + n_tokens;
-  std::vector<float> mask(static_cast<size_t>(n_kv) * n_tokens);
-  for (int i = 0; i < n_tokens; ++i) {
-    for (int j = 0; j < n_kv; ++j) {
-      mask[static_cast<size_t>(i) * n_kv + j] = j <= pos0 + i ? 0.0f : -std::numeric_limits<float>::infinity();
-    }
-  }
-  ggml_backend_tensor_set(in.mask, mask.data(), 0, sizeof(float) * mask.size());
+  ggml_backend_tensor_set(in.cells, cells.data(), 0, sizeof(int64_t) * n_tokens);
+  if (in.out_ids != nullptr) ggml_backend_tensor_set(in.out_ids, out_ids.data(), 0, sizeof(int32_t) * out_ids.size());
 
   ggml_backend_cpu_set_n_threads(backend_.get(), n_tokens > 1 ? config_.n_threads_batch : config_.n_threads);
   const ggml_status status = ggml_backend_graph_compute(backend_.get(), gf);
   if (status == GGML_STATUS_ABORTED) return false;
   if (status != GGML_STATUS_SUCCESS) throw EngineError(std::string("graph compute failed: ") + ggml_status_to_string(status));
-  if (logits != nullptr) ggml_backend_tensor_get(in.logits, logits, 0, ggml_nbytes(in.logits));
+  if (logits != nullptr && n_out > 0) ggml_backend_tensor_get(in.logits, logits, 0, ggml_nbytes(in.logits));
   return true;
 }
 
-void BitNetEngine::trim_cache(int n_keep) {
-  if (n_keep < 0) throw InvalidArgument("n_keep must be >= 0");
-  n_cached_ = std::min(n_cached_, n_keep);
+void BitNetEngine::drop_positions(int /*seq*/, int /*n_keep*/) {
+  // Nothing to free: attention never reads a sequence's cells beyond its position.
+}
+
+void BitNetEngine::copy_positions(int src, int dst, int n) {
+  const size_t cell_bytes = static_cast<size_t>(hp_.n_embd_kv()) * ggml_type_size(GGML_TYPE_F16);
+  const size_t from = static_cast<size_t>(src) * config_.n_ctx * cell_bytes;
+  const size_t to = static_cast<size_t>(dst) * config_.n_ctx * cell_bytes;
+  for (const Layer& l : layers_) {
+    for (ggml_tensor* t : {l.k_cache, l.v_cache}) {
+      auto* data = static_cast<uint8_t*>(t->data);
+      std::memcpy(data + to, data + from, static_cast<size_t>(n) * cell_bytes);
+    }
+  }
 }
 
 void BitNetEngine::set_threads(int n_threads, int n_threads_batch) {

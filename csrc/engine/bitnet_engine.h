@@ -51,8 +51,6 @@ class BitNetEngine final : public Engine {
   int n_vocab() const override { return hp_.n_vocab; }
   int n_ctx() const override { return config_.n_ctx; }
   int n_batch() const override { return config_.n_batch; }
-  bool decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) override;
-  void trim_cache(int n_keep) override;
   void set_threads(int n_threads, int n_threads_batch) override;
   std::string kernels() const override;
   // The file's GGUF metadata, parsed once at load.
@@ -73,15 +71,22 @@ class BitNetEngine final : public Engine {
     ggml_tensor* ffn_up = nullptr;
     ggml_tensor* ffn_down = nullptr;
     ggml_tensor* ffn_sub_norm = nullptr;
-    ggml_tensor* k_cache = nullptr;  // f16, [n_ctx][n_embd_kv]
-    ggml_tensor* v_cache = nullptr;  // f16, transposed: [n_embd_kv][n_ctx]
+    // f16 cells of n_embd_kv values, sequence s at cells [s * n_ctx, (s + 1) * n_ctx).
+    ggml_tensor* k_cache = nullptr;
+    ggml_tensor* v_cache = nullptr;
   };
   struct GraphInputs {
     ggml_tensor* tokens = nullptr;
     ggml_tensor* positions = nullptr;
-    ggml_tensor* mask = nullptr;
+    ggml_tensor* cells = nullptr;    // I64: the cache cell each token's key and value go to
+    ggml_tensor* out_ids = nullptr;  // I32: the tokens whose logits are wanted (null: all)
     ggml_tensor* logits = nullptr;
   };
+
+ protected:
+  bool run_batch(const BatchToken* batch, int n_tokens, float* logits) override;
+  void drop_positions(int seq, int n_keep) override;
+  void copy_positions(int src, int dst, int n) override;
 
   void load_hparams(const std::string& path);
   void bind_weights(const std::string& path);
@@ -92,8 +97,9 @@ class BitNetEngine final : public Engine {
   ggml_tensor* matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor* x, ggml_tensor** xq);
   // The logits: output_ x, on our Q6_K kernel when choose_kernels() took the head, else ggml.
   ggml_tensor* head(ggml_context* ctx, ggml_tensor* x);
-  ggml_cgraph* build_graph(ggml_context* ctx, int n_tokens, int pos0, bool all_logits, GraphInputs* in);
-  bool decode_chunk(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits);
+  // The graph of a batch of n_tokens whose first n_out outputs (out_ids) are wanted; without
+  // head_needed it stops before the output head.
+  ggml_cgraph* build_graph(ggml_context* ctx, int n_tokens, int n_out, bool head_needed, GraphInputs* in);
 
   EngineConfig config_;
   std::string path_;
@@ -114,7 +120,10 @@ class BitNetEngine final : public Engine {
   ggml_tensor* output_norm_ = nullptr;
   ggml_tensor* output_ = nullptr;  // tok_embd_ when the head is tied
   std::vector<Layer> layers_;
-  int n_cached_ = 0;
+  // Per token of the running batch, read by the attention ops.
+  std::vector<int64_t> first_cell_;
+  std::vector<int32_t> n_kv_;
+  std::vector<ops::AttentionOpState> attention_;  // one per layer
   const kernels::Impl* kernel_impl_ = nullptr;       // null: ggml runs every matmul
   // Weights our kernels take, in packed_ (shared with the other engines of this process on the
   // same file).

@@ -82,4 +82,28 @@ void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   }
 }
 
+// Work items are (token, kv head) pairs dealt round-robin: each is computed by one thread from
+// start to end, so results do not depend on the thread count or on the batch.
+void attention_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
+  const auto* op = static_cast<const AttentionOpState*>(userdata);
+  const ggml_tensor* q = dst->src[0];
+  const kernels::AttentionShape& shape = op->shape;
+  const int g = shape.n_head / shape.n_head_kv;
+  const int64_t n_tokens = q->ne[2];
+  static thread_local std::vector<float> scratch_storage;
+  std::vector<float>& scratch = scratch_storage;
+  for (int64_t item = ith; item < n_tokens * shape.n_head_kv; item += nth) {
+    const int64_t t = item / shape.n_head_kv;
+    const int h = static_cast<int>(item % shape.n_head_kv);
+    const int64_t n_kv = op->n_kv[t];
+    if (scratch.size() < static_cast<size_t>(n_kv * g)) scratch.resize(static_cast<size_t>(n_kv * g));
+    const size_t cell0 = static_cast<size_t>(op->first_cell[t] * shape.cell_stride);
+    const auto* qt = reinterpret_cast<const float*>(static_cast<const char*>(q->data) + t * q->nb[2] +
+                                                    static_cast<int64_t>(h) * g * q->nb[1]);
+    auto* out = reinterpret_cast<float*>(static_cast<char*>(dst->data) + t * dst->nb[1]) +
+                static_cast<int64_t>(h) * g * shape.head_dim;
+    kernels::attend(shape, qt, op->k_cache + cell0, op->v_cache + cell0, n_kv, h, out, scratch.data());
+  }
+}
+
 }  // namespace bitnet::engine::ops

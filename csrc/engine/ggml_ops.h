@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "ggml.h"
+#include "kernels/attention.h"
 #include "kernels/kquant.h"
 #include "kernels/ternary.h"
 
@@ -32,11 +33,24 @@ struct HeadOpState {
   std::atomic<int64_t> next_row{0};
 };
 
+// The attention of one layer: every token of the batch over its own sequence's cells. Per token
+// t: its sequence's first cell and how many cells it sees (its position + 1).
+struct AttentionOpState {
+  kernels::AttentionShape shape;
+  const uint16_t* k_cache = nullptr;  // this layer's cells (f16, shape.cell_stride values each)
+  const uint16_t* v_cache = nullptr;
+  const int64_t* first_cell = nullptr;
+  const int32_t* n_kv = nullptr;
+};
+
 // ggml_custom_4d callbacks. quantize_op: src[0] float activations -> I8 rows
 // [k int8 | f32 scale | i32 sum]. ternary_op (userdata: TernaryOpState): src[1] those rows ->
 // f32 outputs. head_op (userdata: HeadOpState): src[1] float activations -> logits.
 void quantize_op(ggml_tensor* dst, int ith, int nth, void* userdata);
 void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata);
 void head_op(ggml_tensor* dst, int ith, int nth, void* userdata);
+// attention_op (userdata: AttentionOpState): src[0] roped queries [head_dim, n_head, n_tokens]
+// -> [n_head * head_dim, n_tokens]; src[1] and src[2] are the cache writes it must follow.
+void attention_op(ggml_tensor* dst, int ith, int nth, void* userdata);
 
 }  // namespace bitnet::engine::ops

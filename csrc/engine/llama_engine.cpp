@@ -37,12 +37,18 @@ SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool
 }
 
 LlamaEngine::LlamaEngine(const std::string& path, const EngineConfig& config)
-    : config_(config), model_(load_llama_model(path, false, config.use_mmap)) {
+    : Engine(config.n_seq), config_(config), model_(load_llama_model(path, false, config.use_mmap)) {
+  constexpr int kMaxSeq = 256;  // LLAMA_MAX_SEQ (src/llama-cparams.h): libllama aborts beyond it
+  if (config_.n_seq < 1 || config_.n_seq > kMaxSeq) {
+    throw InvalidArgument("n_seq must be in [1, " + std::to_string(kMaxSeq) + "] for engine='llama'");
+  }
   llama_context_params params = llama_context_default_params();
-  params.n_ctx = static_cast<uint32_t>(config_.n_ctx);
+  // One cache for every sequence (each may use n_ctx of it); a copied prefix shares cells.
+  params.n_ctx = static_cast<uint32_t>(static_cast<int64_t>(config_.n_ctx) * config_.n_seq);
   params.n_batch = static_cast<uint32_t>(config_.n_batch);
   params.n_ubatch = static_cast<uint32_t>(config_.n_batch);
-  params.n_seq_max = 1;
+  params.n_seq_max = static_cast<uint32_t>(config_.n_seq);
+  params.kv_unified = true;
   params.n_threads = config_.n_threads;
   params.n_threads_batch = config_.n_threads_batch;
   params.abort_callback = &Engine::abort_callback;
@@ -55,60 +61,50 @@ LlamaEngine::LlamaEngine(const std::string& path, const EngineConfig& config)
   }
   // libllama adjusts both (n_batch is clamped to n_ctx): decode in the chunks it accepts, or
   // it asserts (n_tokens_all <= n_batch) and aborts.
-  config_.n_ctx = static_cast<int>(llama_n_ctx(ctx_));
+  config_.n_ctx = static_cast<int>(llama_n_ctx(ctx_) / static_cast<uint32_t>(config_.n_seq));
   config_.n_batch = static_cast<int>(std::min(llama_n_batch(ctx_), llama_n_ubatch(ctx_)));
   n_vocab_ = llama_vocab_n_tokens(llama_model_get_vocab(model_.get()));
 }
 
 LlamaEngine::~LlamaEngine() { llama_free(ctx_); }
 
-bool LlamaEngine::decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) {
-  check_decode_args(tokens, n_tokens, pos0, n_cached_);
-  trim_cache(pos0);
-  llama_batch batch = llama_batch_init(config_.n_batch, 0, 1);
-  bool ok = true;
-  for (int done = 0; done < n_tokens && ok;) {
-    const int chunk = std::min(config_.n_batch, n_tokens - done);
-    batch.n_tokens = chunk;
-    for (int i = 0; i < chunk; ++i) {
-      batch.token[i] = tokens[done + i];
-      batch.pos[i] = pos0 + done + i;
-      batch.n_seq_id[i] = 1;
-      batch.seq_id[i][0] = 0;
-      batch.logits[i] = all_logits || done + i == n_tokens - 1;
-    }
-    const int32_t rc = llama_decode(ctx_, batch);
-    if (rc == 2) {
-      ok = false;  // aborted: the chunk's partial cache entries are dropped below
-      break;
-    }
-    if (rc != 0) {
-      llama_batch_free(batch);
-      trim_cache(pos0 + done);
-      throw EngineError("llama_decode failed with code " + std::to_string(rc));
-    }
-    for (int i = 0; i < chunk; ++i) {
-      if (!batch.logits[i]) continue;
-      const size_t row = all_logits ? static_cast<size_t>(done + i) : 0;
-      std::memcpy(logits + row * n_vocab_, llama_get_logits_ith(ctx_, i), sizeof(float) * n_vocab_);
-    }
-    done += chunk;
-    n_cached_ = pos0 + done;
+bool LlamaEngine::run_batch(const BatchToken* batch, int n_tokens, float* logits) {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  llama_batch b = llama_batch_init(n_tokens, 0, 1);
+  for (int i = 0; i < n_tokens; ++i) {
+    const BatchToken& t = batch[i];
+    // libllama wants each sequence to continue right after what its memory holds.
+    if (i == 0 || batch[i - 1].seq != t.seq) llama_memory_seq_rm(mem, t.seq, t.pos, -1);
+    b.token[i] = t.token;
+    b.pos[i] = t.pos;
+    b.n_seq_id[i] = 1;
+    b.seq_id[i][0] = t.seq;
+    b.logits[i] = t.logits;
   }
-  llama_batch_free(batch);
-  if (!ok) trim_cache(n_cached_);
-  return ok;
+  b.n_tokens = n_tokens;
+  const int32_t rc = llama_decode(ctx_, b);
+  if (rc == 0 && logits != nullptr) {
+    size_t row = 0;
+    for (int i = 0; i < n_tokens; ++i) {
+      if (!b.logits[i]) continue;
+      std::memcpy(logits + row * n_vocab_, llama_get_logits_ith(ctx_, i), sizeof(float) * n_vocab_);
+      ++row;
+    }
+  }
+  llama_batch_free(b);
+  if (rc == 2) return false;  // aborted: the next batch replaces what it left
+  if (rc != 0) throw EngineError("llama_decode failed with code " + std::to_string(rc));
+  return true;
 }
 
-void LlamaEngine::trim_cache(int n_keep) {
-  if (n_keep < 0) throw InvalidArgument("n_keep must be >= 0");
+void LlamaEngine::drop_positions(int seq, int n_keep) {
+  llama_memory_seq_rm(llama_get_memory(ctx_), seq, n_keep, -1);
+}
+
+void LlamaEngine::copy_positions(int src, int dst, int n) {
   llama_memory_t mem = llama_get_memory(ctx_);
-  if (n_keep == 0) {
-    llama_memory_clear(mem, true);
-  } else {
-    llama_memory_seq_rm(mem, 0, n_keep, -1);
-  }
-  n_cached_ = std::min(n_cached_, n_keep);
+  llama_memory_seq_rm(mem, dst, -1, -1);
+  llama_memory_seq_cp(mem, src, dst, 0, n);
 }
 
 void LlamaEngine::set_threads(int n_threads, int n_threads_batch) {

@@ -30,18 +30,20 @@ class LlamaEngine final : public Engine {
   int n_vocab() const override { return n_vocab_; }
   int n_ctx() const override { return config_.n_ctx; }
   int n_batch() const override { return config_.n_batch; }
-  bool decode(const int32_t* tokens, int n_tokens, int pos0, bool all_logits, float* logits) override;
-  void trim_cache(int n_keep) override;
   void set_threads(int n_threads, int n_threads_batch) override;
 
   const SharedLlamaModel& model() const { return model_; }
+
+ protected:
+  bool run_batch(const BatchToken* batch, int n_tokens, float* logits) override;
+  void drop_positions(int seq, int n_keep) override;
+  void copy_positions(int src, int dst, int n) override;
 
  private:
   EngineConfig config_;
   SharedLlamaModel model_;
   llama_context* ctx_ = nullptr;
   int n_vocab_ = 0;
-  int n_cached_ = 0;
 };
 
 }  // namespace bitnet::engine

@@ -1,5 +1,7 @@
 #include "model/model.h"
 
+#include <chrono>
+
 #include "engine/bitnet_engine.h"
 #include "engine/llama_engine.h"
 #include "errors.h"
@@ -7,13 +9,18 @@
 
 namespace bitnet::model {
 
-Model::Model(const std::string& path, const ModelOptions& options) : path_(path) {
+Model::Model(const std::string& path, const ModelOptions& options_in) : path_(path) {
   ggml_context* tensors = nullptr;
   gguf_context_ptr gguf = open_gguf(path, &tensors);
   ggml_context_ptr tensors_owner(tensors);
   architecture_ = gguf_string(gguf.get(), "general.architecture", "");
+  ModelOptions options = options_in;
   std::string kind = options.engine;
   if (kind == "auto") kind = engine::is_bitnet_arch(architecture_) ? "bitnet" : "llama";
+  if (options.config.n_seq < 0) throw InvalidArgument("n_seq must be >= 1 (or 0 for the engine's default)");
+  // Our engine's cache pages are touched only as sequences grow, so spare sequences cost address
+  // space; libllama clears (and so commits) its whole cache up front.
+  if (options.config.n_seq == 0) options.config.n_seq = kind == "bitnet" ? 4 : 1;
   if (kind == "bitnet") {
     auto bitnet = std::make_unique<engine::BitNetEngine>(path, std::move(gguf), std::move(tensors_owner), options.config);
     // The vocabulary's checks read the metadata the engine already parsed.
@@ -39,49 +46,34 @@ Model::Model(const std::string& path, const ModelOptions& options) : path_(path)
     throw ModelLoadError("'" + path + "' has " + std::to_string(vocab_->n_tokens()) +
                          " vocabulary entries but an embedding of " + std::to_string(engine_->n_vocab()) + " rows");
   }
-  cache_ = std::make_unique<KvCache>(*engine_);
+  scheduler_ = std::make_unique<Scheduler>(*engine_, *vocab_);
 }
-
-ModelLease::ModelLease(std::mutex& mutex, std::atomic<std::thread::id>& owner) : owner_(&owner) {
-  if (owner.load() == std::this_thread::get_id()) {
-    throw EngineError("this thread is still iterating a stream of this model; finish or close "
-                      "that stream before starting another call");
-  }
-  lock_ = std::unique_lock<std::mutex>(mutex);
-  owner.store(std::this_thread::get_id());
-}
-
-void ModelLease::release() {
-  if (lock_.owns_lock()) {
-    owner_->store(std::thread::id());
-    lock_.unlock();
-  }
-}
-
-ModelLease Model::acquire() { return ModelLease(mutex_, owner_); }
 
 std::vector<float> Model::logits(const std::vector<int32_t>& tokens,
                                  const std::function<bool()>& interrupt_check) {
   if (tokens.empty()) throw InvalidArgument("logits() needs at least one token");
-  ModelLease lease = acquire();
-  engine::ScopedInterruptCheck check(*engine_, interrupt_check);
-  std::vector<float> out(tokens.size() * static_cast<size_t>(engine_->n_vocab()));
-  engine_->reset_abort();
-  cache_->clear();
-  if (!cache_->append(tokens.data(), static_cast<int>(tokens.size()), true, out.data())) {
-    throw EngineError("logits() was aborted");
+  SamplingParams params;
+  params.max_tokens = 0;
+  auto seq = std::make_shared<Sequence>(tokens, params, *vocab_, engine_->n_vocab(), engine_->n_ctx(), true);
+  scheduler_->submit(seq);
+  while (!seq->wait_finished(std::chrono::milliseconds(50))) {
+    if (interrupt_check && interrupt_check()) scheduler_->cancel(seq);
   }
-  return out;
+  seq->rethrow_error();
+  if (seq->stats().finish_reason == "abort") throw EngineError("logits() was aborted");
+  return seq->take_logits();
 }
 
 std::unique_ptr<Generator> Model::start(std::vector<int32_t> prompt, SamplingParams params) {
-  ModelSession session{*engine_, *vocab_, *cache_, acquire()};
-  return std::make_unique<Generator>(shared_from_this(), std::move(session), std::move(prompt), std::move(params));
+  auto seq = std::make_shared<Sequence>(std::move(prompt), std::move(params), *vocab_, engine_->n_vocab(),
+                                        engine_->n_ctx());
+  auto generator = std::make_unique<Generator>(shared_from_this(), seq);
+  scheduler_->submit(std::move(seq));
+  return generator;
 }
 
 void Model::set_threads(int n_threads, int n_threads_batch) {
-  ModelLease lease = acquire();
-  engine_->set_threads(n_threads, n_threads_batch);
+  scheduler_->with_engine([&](engine::Engine& e) { e.set_threads(n_threads, n_threads_batch); });
 }
 
 }  // namespace bitnet::model

@@ -307,6 +307,16 @@ class LoadOptions(_Options):
         "memory-map the weights instead of reading them into memory",
         flags=("--no-mmap",),
     )
+    n_seq: int = option(
+        0,
+        "int",
+        "sequences the model generates together (continuous batching: concurrent calls share "
+        "each pass over the weights; each sequence has its own n_ctx); 0: 4 on BitNetEngine, "
+        "1 on libllama",
+        low=0,
+        high=256,
+        flags=(),
+    )
     seed: int | None = option(
         None,
         "seed",

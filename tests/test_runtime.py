@@ -124,8 +124,11 @@ def test_dry_run_plan(tiny_relu2):
         64,
     )
     assert plan.ternary_types == ["tq2_0"] and "TQ2_0" in plan.kernels
-    # K and V, f16: 2 layers x 1024 positions x 128 (2 kv heads x 64) x 2 bytes x 2.
-    assert plan.kv_cache_bytes == 2 * 2 * 1024 * 128 * 2
+    # K and V, f16: 2 layers x 1024 positions x 128 (2 kv heads x 64) x 2 bytes x 2, for each
+    # of BitNetEngine's default 4 sequences.
+    assert plan.n_seq == 4
+    assert plan.kv_cache_bytes == 4 * 2 * 2 * 1024 * 128 * 2
+    assert BitNetRuntime(tiny_relu2, n_ctx=1024, slots=3).plan().n_seq == 3
     assert 0 < plan.weights_bytes < tiny_relu2.stat().st_size
     assert plan.command.startswith("bitnet run --model ") and "--prompt ping" in plan.command
     data = plan.to_dict()

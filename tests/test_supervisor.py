@@ -249,19 +249,30 @@ def test_closing_a_stream_after_its_result_counts_as_ok(runtime):
     asyncio.run(main())
 
 
-def test_auto_threads_are_divided_between_slots(tiny_relu2):
+def test_slots_are_sequences_of_one_model_on_every_core(tiny_relu2):
     from bitnet.cpu import CpuTopology
 
     topology = CpuTopology(
         logical_cpus=8, available_cpus=8, physical_cores=4, cgroup_cpu_limit=None
     )
-    sup = RuntimeSupervisor(tiny_relu2, max_concurrency=2, topology=topology)
-    assert (sup.runtime.threads, sup.runtime.threads_batch) == (2, 2)
+    # The one model decodes every slot's sequence together: all cores, n_seq = slots.
+    sup = RuntimeSupervisor(tiny_relu2, max_concurrency=3, topology=topology)
+    assert (sup.runtime.threads, sup.runtime.threads_batch, sup.runtime.n_seq) == (4, 4, 3)
     runtime = BitNetRuntime(tiny_relu2, topology=topology)
-    assert runtime.threads == 4
-    assert RuntimeSupervisor(runtime, max_concurrency=4).runtime.threads == 1
-    assert RuntimeSupervisor(runtime, max_concurrency=8).runtime.threads == 1
-    # A number is per slot, as given; the plan warns when the slots oversubscribe the cores.
+    assert RuntimeSupervisor(runtime, max_concurrency=8).runtime.n_seq == 8
     explicit = RuntimeSupervisor(tiny_relu2, max_concurrency=2, threads=4, topology=topology)
-    assert explicit.runtime.threads == 4
-    assert any("2 slots x 4 threads" in w for w in explicit.runtime.warnings)
+    assert explicit.runtime.threads == 4 and not explicit.runtime.warnings
+    with pytest.raises(ValueError, match="n_seq=2 is fewer than the 3 generations"):
+        RuntimeSupervisor(tiny_relu2, max_concurrency=3, n_seq=2)
+
+    async def main() -> None:
+        async with RuntimeSupervisor(tiny_relu2, max_concurrency=3, n_ctx=128) as sup:
+            assert sup.model.n_seq == 3
+            results = await asyncio.gather(
+                *(sup.generate(f"p{i}", max_tokens=6, temperature=0) for i in range(5))
+            )
+            assert all(r.usage.completion_tokens >= 1 for r in results)
+            batching = sup.stats()["batching"]
+            assert batching["max_active"] >= 2 and batching["batches"] > 0
+
+    asyncio.run(main())

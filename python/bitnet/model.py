@@ -89,8 +89,13 @@ class Model:
             matmuls (see ``bitnet.kernels.kernel_name()``; ``Model.kernels`` says what was
             chosen); libllama always uses ggml's.
 
-    A Model may be shared between threads: its calls run one at a time. ``close()`` (or a
-    ``with`` block) frees the native memory.
+    A Model may be shared between threads and asyncio tasks, and its generations run
+    concurrently: the model holds ``n_seq`` sequences (LoadOptions.n_seq; 4 on BitNetEngine by
+    default) and one native scheduler thread decodes the next token of every running sequence
+    in the same pass over the weights (continuous batching), reading long prompts in small
+    chunks meanwhile. More calls than sequences wait for a free one. With ``temperature=0`` a
+    generation's tokens do not depend on what runs beside it, and with a ``seed`` neither does
+    its sampling. ``close()`` (or a ``with`` block) frees the native memory.
 
     Example:
         >>> with bitnet.Model("tiny.gguf") as m:
@@ -154,6 +159,18 @@ class Model:
     @property
     def n_vocab(self) -> int:
         return int(self._native.n_vocab)
+
+    @property
+    def n_seq(self) -> int:
+        """Sequences generated together (each with its own ``n_ctx`` of KV cache)."""
+        return int(self._native.n_seq)
+
+    def batching_stats(self) -> dict[str, int]:
+        """The scheduler's counters: ``batches`` and ``batch_tokens`` run, ``aborted_batches``
+        (cancelled, or a long prompt chunk stopped to let a new request in), prompt tokens
+        ``reused_tokens`` from a cache (``copied_tokens`` of them from another running
+        sequence), ``max_active`` sequences in one batch, and ``active``/``queued`` now."""
+        return dict(self._native.scheduler_stats())
 
     @property
     def engine(self) -> str:
@@ -227,12 +244,40 @@ class Model:
         full. ``temperature=0`` is greedy decoding. The sampling settings come as keywords or
         as a :class:`bitnet.options.SamplingOptions` (keywords override it).
         """
-        gen = self._start(prompt, SamplingOptions.build(options, **overrides))
+        gen = self._start(self._prompt_tokens(prompt), SamplingOptions.build(options, **overrides))
         try:
             gen.run()
         finally:
             gen.close()
         return _result(gen)
+
+    @takes_options(SamplingOptions)
+    def generate_batch(
+        self, prompts: Sequence[Prompt], options: SamplingOptions | None = None, **overrides: Any
+    ) -> list[GenerationResult]:
+        """:meth:`generate` for every prompt, run together (results in the same order).
+
+        All prompts are submitted at once; ``n_seq`` of them decode together and the rest
+        start as sequences finish. Each result is what ``generate(prompt, ...)`` alone returns
+        with the same settings: greedy tokens are identical, and a given ``seed`` seeds every
+        prompt's sampling as it would alone. An invalid prompt raises before any starts.
+        """
+        if isinstance(prompts, str) or not isinstance(prompts, Sequence):
+            raise TypeError(
+                f"prompts must be a list of prompts (texts or token lists), not "
+                f"{type(prompts).__name__}"
+            )
+        opts = SamplingOptions.build(options, **overrides)
+        tokens = [self._prompt_tokens(p) for p in prompts]
+        gens: list[Any] = []
+        try:
+            gens = [self._start(t, opts) for t in tokens]
+            for gen in gens:
+                gen.run()
+        finally:
+            for gen in gens:
+                gen.close()
+        return [_result(gen) for gen in gens]
 
     @takes_options(SamplingOptions)
     def stream(
@@ -244,7 +289,8 @@ class Model:
         held back until it is known not to be one. Breaking out of the loop ends the generation;
         the returned :class:`TextStream` also has ``result`` and a thread-safe ``cancel()``.
         """
-        return TextStream(self._start(prompt, SamplingOptions.build(options, **overrides)))
+        opts = SamplingOptions.build(options, **overrides)
+        return TextStream(self._start(self._prompt_tokens(prompt), opts))
 
     @takes_options(SamplingOptions)
     def chat(
@@ -288,8 +334,7 @@ class Model:
         """Text of a special token such as BOS ("" when the vocabulary has none)."""
         return self.detokenize([token], special=True) if token >= 0 else ""
 
-    def _start(self, prompt: Prompt, options: SamplingOptions) -> Any:
-        native = self._native
+    def _prompt_tokens(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             tokens = self.tokenize(prompt, add_bos=True, special=True)
         else:
@@ -302,13 +347,19 @@ class Model:
                 "(n_ctx), with at least one more needed to generate; shorten the prompt or "
                 "load the model with a larger n_ctx"
             )
+        return tokens
+
+    def _start(self, tokens: list[int], options: SamplingOptions) -> Any:
+        """Submit checked prompt tokens (from :meth:`_prompt_tokens`) to the scheduler."""
+        native = self._native
         seed = options.seed
         if seed is None:
             seed = self.seed if self.seed is not None else random.getrandbits(32)
         return native.start(tokens, options.native(seed))
 
     def abort(self) -> None:
-        """Stop the generation or ``logits()`` call running in another thread (finish "abort")."""
+        """End every running and waiting generation and ``logits()`` call of this model (finish
+        reason "abort"); safe from any thread."""
         self._native.abort()
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -335,10 +386,12 @@ class Model:
 class TextStream(Iterator[str]):
     """What :meth:`Model.stream` returns: an iterator of text pieces.
 
-    ``result`` holds the :class:`GenerationResult` once the stream has ended; ``cancel()`` may be
-    called from any thread (also before iteration starts) and ends it with finish_reason
-    ``"abort"`` within one graph node. Leaving the loop early, ``close()`` or dropping the stream
-    releases the model.
+    The generation runs from the moment ``stream()`` returns (on the model's scheduler, beside
+    the model's other generations); iterating hands out its text. ``result`` holds the
+    :class:`GenerationResult` once the stream has ended; ``cancel()`` may be called from any
+    thread (also before iteration starts) and ends it with finish_reason ``"abort"`` by the end
+    of the running batch. Leaving the loop early, ``close()`` or dropping the stream ends it and
+    frees its sequence.
     """
 
     def __init__(self, generator: Any) -> None:

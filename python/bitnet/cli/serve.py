@@ -30,7 +30,8 @@ def add_parser(sub: Any) -> None:
         "-np",
         type=int,
         default=1,
-        help="generations at once, each with its own KV cache (weights shared)",
+        help="generations at once: sequences of the one model, decoded together in each pass "
+        "over the weights (continuous batching), each with its own KV cache of --ctx-size tokens",
     )
     p.add_argument(
         "--queue",

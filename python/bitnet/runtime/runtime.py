@@ -40,12 +40,13 @@ class RuntimePlan:
     n_ctx: int
     n_ctx_train: int | None
     n_batch: int
+    n_seq: int
     threads: int
     threads_batch: int
     kernels: str
     ternary_types: list[str]
     weights_bytes: int
-    kv_cache_bytes: int
+    kv_cache_bytes: int  # every sequence at n_ctx (BitNetEngine's grows with use up to this)
     command: str
     warnings: list[str] = field(default_factory=list)
 
@@ -66,11 +67,13 @@ class RuntimePlan:
             f"model        {self.model}",
             f"architecture {self.architecture} (engine {self.engine})",
             f"context      {self.n_ctx} tokens (trained {self.n_ctx_train}), batch {self.n_batch}",
+            f"sequences    {self.n_seq} generated together (continuous batching), each up to "
+            f"{self.n_ctx} tokens",
             f"threads      {self.threads} generation, {self.threads_batch} prompt",
             f"kernels      {self.kernels}",
             f"memory       {_size(self.memory_bytes)} = weights {_size(self.weights_bytes)} "
             f"(memory-mapped; our kernels repack the ternary ones) + KV cache "
-            f"{_size(self.kv_cache_bytes)}",
+            f"{_size(self.kv_cache_bytes)} ({self.n_seq} x {_size(self.kv_cache_bytes // self.n_seq)})",
             f"command      {self.command}",
         ]
         lines += [f"warning      {w}" for w in self.warnings]
@@ -84,14 +87,15 @@ class BitNetRuntime:
         model: path of the GGUF file.
         options: a :class:`bitnet.options.LoadOptions`; its fields may also be given as
             keywords (``n_ctx``, ``n_batch``, ``n_threads``, ``n_threads_batch``, ``engine``,
-            ``kernels``, ``use_mmap``, ``seed``). Thread counts are ``"auto"`` (one per usable
-            physical core, divided between ``slots``) or a number per slot, clamped to the CPUs
-            this process may use, with a warning. ``threads``/``threads_batch`` are the older
+            ``kernels``, ``use_mmap``, ``n_seq``, ``seed``). Thread counts are ``"auto"`` (one
+            per usable physical core) or a number, clamped to the CPUs this process may use,
+            with a warning. ``threads``/``threads_batch`` are the older
             names of ``n_threads``/``n_threads_batch`` and still accepted.
         sha256: expected checksum of the model file, checked by :meth:`validate` (so by
             :meth:`load` and :meth:`dry_run` too) and by :meth:`diagnostics`.
-        slots: generations that will run at once, each with its own model (the supervisor's
-            ``max_concurrency``, the server's ``--parallel``).
+        slots: generations that will run at once (the supervisor's ``max_concurrency``, the
+            server's ``--parallel``): sequences of the one model, which decodes them together
+            on every core. It sets ``n_seq`` unless that is given.
     """
 
     def __init__(
@@ -113,21 +117,27 @@ class BitNetRuntime:
         requested = LoadOptions.with_flags(**(options or LoadOptions()).to_dict() | load)
         self._requested = requested
         self.warnings: list[str] = []
-        self.threads, warning = resolve_threads(
-            requested.n_threads, self.topology, name="threads", slots=self.slots
-        )
+        # One model decodes every slot's sequence in the same batches: it gets every core.
+        self.threads, warning = resolve_threads(requested.n_threads, self.topology, name="threads")
         self._warn(warning)
         self.threads_batch, warning = resolve_threads(
             self.threads if requested.n_threads_batch is None else requested.n_threads_batch,
             self.topology,
             name="threads_batch",
-            slots=self.slots,
         )
         self._warn(warning)
         # What the model is loaded with: the requested settings, thread counts resolved.
         self.options = dataclasses.replace(
-            requested, n_threads=self.threads, n_threads_batch=self.threads_batch
+            requested,
+            n_threads=self.threads,
+            n_threads_batch=self.threads_batch,
+            n_seq=requested.n_seq or (self.slots if self.slots > 1 else 0),
         )
+        if self.options.n_seq and self.options.n_seq < self.slots:
+            raise ValueError(
+                f"n_seq={self.options.n_seq} is fewer than the {self.slots} generations that "
+                "run at once (slots / max_concurrency / --parallel); raise n_seq or leave it 0"
+            )
         if sha256 is not None and not (
             isinstance(sha256, str) and len(sha256) == 64 and _is_hex(sha256)
         ):
@@ -155,8 +165,13 @@ class BitNetRuntime:
     def use_mmap(self) -> bool:
         return self.options.use_mmap
 
+    @property
+    def n_seq(self) -> int:
+        """Sequences the model will hold (0: the engine's default, see :func:`default_n_seq`)."""
+        return self.options.n_seq
+
     def for_slots(self, slots: int) -> BitNetRuntime:
-        """The same settings for ``slots`` generations at once ("auto" threads re-divided)."""
+        """The same settings for ``slots`` generations at once (sequences of one model)."""
         if slots == self.slots:
             return self
         return BitNetRuntime(
@@ -256,7 +271,9 @@ class BitNetRuntime:
         n_head = int(metadata.get(f"{arch}.attention.head_count", 1)) or 1
         n_head_kv = int(metadata.get(f"{arch}.attention.head_count_kv", n_head))
         n_ctx_train = metadata.get(f"{arch}.context_length")
-        kv_bytes = 2 * n_layer * self.n_ctx * (n_embd // n_head) * n_head_kv * 2  # K and V, f16
+        n_seq = self.n_seq or default_n_seq(engine)
+        # K and V, f16, per sequence
+        kv_bytes = n_seq * 2 * n_layer * self.n_ctx * (n_embd // n_head) * n_head_kv * 2
         types = sorted({t["type"] for t in tensors})
         ternary = [t for t in types if t in ("tq1_0", "tq2_0", "i2_s")]
         warnings = list(self.warnings)
@@ -271,6 +288,7 @@ class BitNetRuntime:
             n_ctx=self.n_ctx,
             n_ctx_train=None if n_ctx_train is None else int(n_ctx_train),
             n_batch=self.n_batch,
+            n_seq=n_seq,
             threads=self.threads,
             threads_batch=self.threads_batch,
             kernels=_kernel_description(engine, ternary, self.kernels),
@@ -407,6 +425,13 @@ def run_generation(
         generation_tokens_per_second=round(result.timings.generation_tokens_per_second, 2),
     )
     return result
+
+
+def default_n_seq(engine: str) -> int:
+    """The sequences a model holds when n_seq is 0: 4 on BitNetEngine (its cache pages are
+    touched only as sequences grow), 1 on libllama (which commits its whole cache at load).
+    Mirrors csrc/model/model.cpp; tests/test_batching.py checks that they agree."""
+    return 4 if engine == "bitnet" else 1
 
 
 def _is_hex(text: str) -> bool:

@@ -1,10 +1,13 @@
 """RuntimeSupervisor: run generations from asyncio with limits, a bounded queue and deadlines.
 
-Each of ``max_concurrency`` slots owns one :class:`bitnet.Model` (its own KV cache; the
-weights are one memory-mapped file, shared by the page cache). Generations run on worker
-threads, so the event loop never blocks. A request waits for a free slot in a bounded queue;
-a full queue rejects at once. A deadline or a cancelled awaiting task cancels the native work
-(also mid-prompt) and the slot comes back as soon as the worker thread has stopped.
+One :class:`bitnet.Model` holds ``max_concurrency`` sequences (``n_seq``): its scheduler
+decodes every running generation in the same batches, on one thread pool and one copy of the
+weights, so concurrent requests share each pass over the weights instead of competing for the
+cores. A slot is one of those sequences. Waiting for text happens on worker threads, so the
+event loop never blocks. A request waits for a free slot in a bounded queue; a full queue
+rejects at once. A deadline or a cancelled awaiting task cancels the native work (also
+mid-prompt, without disturbing the other sequences) and the slot comes back as soon as the
+scheduler has let the sequence go.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ class RuntimeSupervisor:
 
     Arguments:
         runtime: a :class:`BitNetRuntime` (or a model path, with ``runtime_options``).
-        max_concurrency: generations running at once (one Model and KV cache each).
+        max_concurrency: generations running at once (sequences of the one model, decoded
+            together).
         max_queue: requests that may wait for a slot; one more raises QueueFullError at once.
         timeout: default per-request deadline in seconds (queue wait included); None: none.
         failure_history: how many recent failures ``stats()`` keeps.
@@ -74,7 +78,7 @@ class RuntimeSupervisor:
             raise ValueError(f"max_queue must be an integer >= 0, got {max_queue!r}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-        # "auto" threads are divided between the slots: they share the cores.
+        # The one model holds a sequence per slot and uses every core for all of them.
         self.runtime = (
             runtime.for_slots(max_concurrency)
             if isinstance(runtime, BitNetRuntime)
@@ -83,12 +87,12 @@ class RuntimeSupervisor:
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.timeout = timeout
-        self._models: list[Model] = []
-        self._free: list[Model] = []
+        self._model: Model | None = None
+        self._free: list[int] = []  # slot numbers
         # Requests waiting for a slot, first come first served. Admission counts this deque at
         # the moment a request arrives, so the bound holds however many arrive in one
         # event-loop turn.
-        self._waiters: collections.deque[asyncio.Future[Model]] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[int]] = collections.deque()
         self._executor: ThreadPoolExecutor | None = None
         self._active: set[TextStream] = set()
         self._idle: asyncio.Event | None = None
@@ -101,20 +105,13 @@ class RuntimeSupervisor:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> RuntimeSupervisor:
-        """Load one model per slot (on worker threads)."""
+        """Load the model (on a worker thread), with a sequence per slot."""
         if self._state != "new":
             raise SupervisorClosedError(f"start() on a supervisor that is {self._state}")
         self._executor = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="bitnet")
         loop = asyncio.get_running_loop()
-        self._models = list(
-            await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._executor, self.runtime.load)
-                    for _ in range(self.max_concurrency)
-                )
-            )
-        )
-        self._free = list(self._models)
+        self._model = await loop.run_in_executor(self._executor, self.runtime.load)
+        self._free = list(range(self.max_concurrency))
         self._idle = asyncio.Event()
         self._idle.set()
         self._state = "running"
@@ -140,14 +137,15 @@ class RuntimeSupervisor:
 
     @property
     def model(self) -> Model:
-        """A loaded model, for tokenizer and chat-template work (never for generation)."""
-        if not self._models:
+        """The loaded model, for tokenizer and chat-template work (generations go through the
+        supervisor, which bounds them)."""
+        if self._model is None:
             raise SupervisorClosedError(f"the supervisor is {self._state}; no model is loaded")
-        return self._models[0]
+        return self._model
 
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop taking requests, let running ones finish for up to ``grace`` seconds, cancel
-        the rest, wait for their worker threads to stop, and free the models."""
+        the rest, wait for their worker threads to stop, and free the model."""
         if self._state in ("new", "closed"):
             self._state = "closed"
             return
@@ -160,9 +158,9 @@ class RuntimeSupervisor:
                 stream.cancel()
             await self._idle.wait()  # cancelled work stops within one graph node
         self._state = "closed"
-        for model in self._models:
-            model.close()
-        self._models.clear()
+        if self._model is not None:
+            self._model.close()
+            self._model = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
@@ -205,11 +203,12 @@ class RuntimeSupervisor:
         t0 = time.perf_counter()
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None else loop.time() + timeout
-        model = await self._acquire(deadline, t0)
+        slot = await self._acquire(deadline, t0)
+        assert self._model is not None
         try:
-            text_stream = model.stream(prompt, **sampling)
+            text_stream = self._model.stream(prompt, **sampling)
         except BaseException as exc:
-            self._release(model)
+            self._release(slot)
             self._record("error", t0, exc)
             raise
         self._active.add(text_stream)
@@ -227,7 +226,7 @@ class RuntimeSupervisor:
 
         worker = loop.run_in_executor(self._executor, work)
         # The slot is free again only once the native work has really stopped.
-        worker.add_done_callback(lambda _: self._finish(model, text_stream))
+        worker.add_done_callback(lambda _: self._finish(slot, text_stream))
         outcome, error = "ok", None
         ended = False  # the generation ended by itself; closing us afterwards cancels nothing
         try:
@@ -264,7 +263,7 @@ class RuntimeSupervisor:
 
     # -- slots ------------------------------------------------------------------------------
 
-    async def _acquire(self, deadline: float | None, t0: float) -> Model:
+    async def _acquire(self, deadline: float | None, t0: float) -> int:
         if self._state != "running":
             raise self._refuse_closed(t0)
         if self._free and not self._waiters:
@@ -277,11 +276,11 @@ class RuntimeSupervisor:
             self._record("rejected", t0, error)
             raise error
         loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[Model] = loop.create_future()
+        waiter: asyncio.Future[int] = loop.create_future()
         self._waiters.append(waiter)
         try:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            model = await asyncio.wait_for(asyncio.shield(waiter), remaining)
+            slot = await asyncio.wait_for(asyncio.shield(waiter), remaining)
         except asyncio.TimeoutError:
             self._abandon(waiter)
             error = DeadlineExceededError(
@@ -294,11 +293,11 @@ class RuntimeSupervisor:
             raise
         if self._state != "running":
             # Shutdown began while this request waited: it never started, so it is refused.
-            self._release(model)
+            self._release(slot)
             raise self._refuse_closed(t0)
-        return model
+        return slot
 
-    def _abandon(self, waiter: asyncio.Future[Model]) -> None:
+    def _abandon(self, waiter: asyncio.Future[int]) -> None:
         """A waiter gave up: leave the queue, and pass on a slot it was handed meanwhile."""
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
@@ -312,18 +311,18 @@ class RuntimeSupervisor:
         self._record("rejected", t0, error)
         return error
 
-    def _release(self, model: Model) -> None:
+    def _release(self, slot: int) -> None:
         """Hand a free slot to the longest-waiting request, else keep it."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(model)
+                waiter.set_result(slot)
                 return
-        self._free.append(model)
+        self._free.append(slot)
 
-    def _finish(self, model: Model, text_stream: TextStream) -> None:
+    def _finish(self, slot: int, text_stream: TextStream) -> None:
         self._active.discard(text_stream)
-        self._release(model)
+        self._release(slot)
         if not self._active and self._idle is not None:
             self._idle.set()
 
@@ -363,6 +362,7 @@ class RuntimeSupervisor:
         return {
             "state": self._state,
             "max_concurrency": self.max_concurrency,
+            "batching": self._model.batching_stats() if self._model is not None else None,
             "max_queue": self.max_queue,
             "in_flight": len(self._active),
             "queued": len(self._waiters),

@@ -94,6 +94,24 @@ def test_batch_paths_agree(kernel):
     for path in ("auto", "packed", "unpacked"):
         y = _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, path)
         np.testing.assert_array_equal(y, want)
+    # The multi-token kernel (decode steps of several sequences), where the kernel has one, at
+    # every token count around its chunk of 8, on both layouts.
+    i2s = pack_i2s(values)
+    for n in (1, 2, 3, 5, 7, 8, 9, 16, 17):
+        qn = rng.integers(-127, 128, (n, 2560)).astype(np.int8)
+        sn = qn.astype(np.int32).sum(axis=1, dtype=np.int32)
+        want_n = numpy_dot(values, qn).astype(np.float32)
+        ones_n = np.ones(n, np.float32)
+        try:
+            y = _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, qn, ones_n, sn, 2, kernel, "multi")
+        except ValueError as exc:
+            assert "no multi-token path" in str(exc)
+            break
+        np.testing.assert_array_equal(y, want_n)
+        y = _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, qn, ones_n, sn, 2, kernel, "auto")
+        np.testing.assert_array_equal(y, want_n)
+        y = _core.kernels.ternary_gemm(i2s, 2560, "i2_s", 1.0, qn, ones_n, sn, 1, kernel, "multi")
+        np.testing.assert_array_equal(y, want_n)
     with pytest.raises(ValueError, match="batch_path must be"):
         _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, "fast")
 

@@ -77,8 +77,13 @@ void register_kernels(py::module_& m) {
             throw py::value_error("kernel '" + std::string(impl.name) + "' has no unpacked batch path");
           }
           path = kernels::BatchPath::kUnpacked;
+        } else if (batch_path == "multi") {
+          if (impl.multi_gemv == nullptr) {
+            throw py::value_error("kernel '" + std::string(impl.name) + "' has no multi-token path");
+          }
+          path = kernels::BatchPath::kMulti;
         } else if (batch_path != "auto") {
-          throw py::value_error("batch_path must be 'auto', 'packed' or 'unpacked', not '" + batch_path + "'");
+          throw py::value_error("batch_path must be 'auto', 'packed', 'unpacked' or 'multi', not '" + batch_path + "'");
         }
         const int64_t rows = weights.shape(0), n = xq.shape(0);
         Floats y({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(rows)});
@@ -93,7 +98,7 @@ void register_kernels(py::module_& m) {
       },
       py::arg("weights"), py::arg("k"), py::arg("layout"), py::arg("w_scale"), py::arg("xq"), py::arg("x_scale"),
       py::arg("x_sum"), py::arg("n_threads"), py::arg("kernel"), py::arg("batch_path") = "auto",
-      "Internal: validated by bitnet.kernels. batch_path 'packed' / 'unpacked' forces how a batch runs.");
+      "Internal: validated by bitnet.kernels. batch_path 'packed' / 'unpacked' / 'multi' forces how a batch runs.");
   m.def(
       "q6k_matmul",
       [](Bytes weights, int64_t k, Floats x, const std::string& kernel) {

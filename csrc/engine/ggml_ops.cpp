@@ -75,10 +75,16 @@ void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const int64_t r0 = op->next_row.fetch_add(kChunk, std::memory_order_relaxed);
     if (r0 >= rows) break;
     const int64_t nr = std::min(kChunk, rows - r0);
-    for (int64_t t = 0; t < n; ++t) {
-      op->dot(op->data + r0 * w->nb[1], static_cast<int64_t>(w->nb[1]), nr,
-              xq.data() + t * blocks, blocks, y + t * y_stride + r0);
+    const uint8_t* rows = op->data + r0 * w->nb[1];
+    const auto stride = static_cast<int64_t>(w->nb[1]);
+    int64_t t = 0;
+    if (op->dot2 != nullptr) {
+      for (; t + 2 <= n; t += 2) {
+        op->dot2(rows, stride, nr, xq.data() + t * blocks, xq.data() + (t + 1) * blocks, blocks, y + t * y_stride + r0,
+                 y + (t + 1) * y_stride + r0);
+      }
     }
+    for (; t < n; ++t) op->dot(rows, stride, nr, xq.data() + t * blocks, blocks, y + t * y_stride + r0);
   }
 }
 

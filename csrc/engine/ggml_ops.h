@@ -29,6 +29,7 @@ struct TernaryOpState {
 // The output head on our Q6_K kernel: the dot product and the next row a thread takes.
 struct HeadOpState {
   kernels::Q6KDotFn dot = nullptr;
+  kernels::Q6KDot2Fn dot2 = nullptr;  // optional: two tokens per pass
   const uint8_t* data = nullptr;  // the head's rows (a huge-page copy of the file's)
   std::atomic<int64_t> next_row{0};
 };

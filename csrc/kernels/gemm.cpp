@@ -86,6 +86,31 @@ void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int6
   }
 }
 
+// A few tokens: blocks of rows streamed once by the multi-token kernel, each block run for
+// every chunk of up to kMaxMultiTokens tokens while it is in cache.
+void gemm_rows_multi(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
+                     float* y, int64_t y_stride) {
+  constexpr int64_t kRows = 32;
+  int32_t dots[kRows * kMaxMultiTokens];
+  float scales[kRows];
+  for (int64_t rb = r0; rb < r1; rb += kRows) {
+    const int64_t nr = std::min(kRows, r1 - rb);
+    for (int64_t t0 = 0; t0 < x.n; t0 += kMaxMultiTokens) {
+      const int nt = static_cast<int>(std::min<int64_t>(kMaxMultiTokens, x.n - t0));
+      impl.multi_gemv(w.layout, w.data + rb * w.stride, w.stride, nr, x.q + t0 * x.stride, x.stride, nt, w.k, dots);
+      if (t0 == 0) {
+        for (int64_t i = 0; i < nr; ++i) scales[i] = row_scale(w, rb + i);
+      }
+      for (int j = 0; j < nt; ++j) {
+        float* yt = y + (t0 + j) * y_stride + rb;
+        const int32_t sum = x.sum[t0 + j];
+        const float xs = x.scale[t0 + j];
+        for (int64_t i = 0; i < nr; ++i) yt[i] = static_cast<float>(dots[i * nt + j] - sum) * scales[i] * xs;
+      }
+    }
+  }
+}
+
 void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
                         const QuantizedActivations& x, float* y, int64_t y_stride) {
   // Blocks of kUnpackRows rows x up to kUnpackK weights are unpacked once, then every token pair
@@ -131,6 +156,9 @@ void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, in
 
 void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
                float* y, int64_t y_stride, BatchPath path) {
+  if (path == BatchPath::kMulti || (path == BatchPath::kAuto && x.n > 1 && x.n <= impl.multi_max_tokens)) {
+    if (impl.multi_gemv != nullptr) return gemm_rows_multi(impl, w, r0, r1, x, y, y_stride);
+  }
   const bool unpacked = impl.unpacked_tile != nullptr &&
                         (path == BatchPath::kUnpacked || (path == BatchPath::kAuto && x.n >= kUnpackMinTokens));
   if (unpacked) {

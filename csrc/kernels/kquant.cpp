@@ -77,8 +77,12 @@ __attribute__((target("avx2"))) inline float hsum_ps(__m256 v) {
 // where ggml's Q6_K x Q8_K dot product ran at 18.2.
 constexpr int kPrefetchBytes = 4096;
 
-__attribute__((target("avx2"))) void q6k_dot_avx2_impl(const uint8_t* w, int64_t w_stride, int64_t n_rows,
-                                                      const Q8Block* x, int64_t n_blocks, float* out) {
+// T tokens (1 or 2) against each row: the 6-bit codes and scale shuffles are decoded once for
+// both, and each token's sums follow the one-token order exactly (the same float result).
+template <int T>
+__attribute__((target("avx2"), always_inline)) inline void q6k_rows_avx2(const uint8_t* w, int64_t w_stride,
+                                                                        int64_t n_rows, const Q8Block* const* x,
+                                                                        int64_t n_blocks, float* const* out) {
   const __m256i m4 = _mm256_set1_epi8(0x0F), m3 = _mm256_set1_epi8(0x03), mc = _mm256_set1_epi8(0x0C);
   const __m256i m30 = _mm256_set1_epi8(0x30);
   // pshufb controls: the low 16-byte lane takes scale 2i of the 8 in each lane, the high lane 2i + 1.
@@ -89,7 +93,8 @@ __attribute__((target("avx2"))) void q6k_dot_avx2_impl(const uint8_t* w, int64_t
   const __m256i c3 = _mm256_add_epi8(c0, _mm256_set1_epi8(12));
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* row = w + r * w_stride;
-    __m256 accf = _mm256_setzero_ps();
+    __m256 accf[T];
+    for (int t = 0; t < T; ++t) accf[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n_blocks; ++b) {
       const uint8_t* blk = row + b * kQ6KBlockBytes;
       const char* ahead = reinterpret_cast<const char*>(blk) + kPrefetchBytes;
@@ -98,10 +103,13 @@ __attribute__((target("avx2"))) void q6k_dot_avx2_impl(const uint8_t* w, int64_t
       _mm_prefetch(ahead + 128, _MM_HINT_T0);
       _mm_prefetch(ahead + 192, _MM_HINT_T0);
       const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192)));
-      // -32 * sum_j scale_j * (sum of the activations of sub-block j)
-      const __m256i offset =
-          _mm256_madd_epi16(s16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[b].sums)));
-      __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
+      __m256i acc[T];
+      for (int t = 0; t < T; ++t) {
+        // -32 * sum_j scale_j * (sum of the activations of sub-block j)
+        const __m256i offset =
+            _mm256_madd_epi16(s16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[t][b].sums)));
+        acc[t] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(offset, 5));
+      }
       for (int h = 0; h < 2; ++h) {
         const __m256i sh = h == 0 ? _mm256_permute2x128_si256(s16, s16, 0x00) : _mm256_permute2x128_si256(s16, s16, 0x11);
         const __m256i qla = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
@@ -112,31 +120,51 @@ __attribute__((target("avx2"))) void q6k_dot_avx2_impl(const uint8_t* w, int64_t
         const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qla, 4), m4), _mm256_and_si256(qhv, m30));
         const __m256i q3 =
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qlb, 4), m4), _mm256_and_si256(_mm256_srli_epi16(qhv, 2), m30));
-        const int8_t* xq = x[b].q + 128 * h;
-        const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)));
-        const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)));
-        const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64)));
-        const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 96)));
-        const __m256i s01 = _mm256_add_epi32(_mm256_madd_epi16(p0, _mm256_shuffle_epi8(sh, c0)),
-                                             _mm256_madd_epi16(p1, _mm256_shuffle_epi8(sh, c1)));
-        const __m256i s23 = _mm256_add_epi32(_mm256_madd_epi16(p2, _mm256_shuffle_epi8(sh, c2)),
-                                             _mm256_madd_epi16(p3, _mm256_shuffle_epi8(sh, c3)));
-        acc = _mm256_add_epi32(acc, _mm256_add_epi32(s01, s23));
+        const __m256i k0 = _mm256_shuffle_epi8(sh, c0), k1 = _mm256_shuffle_epi8(sh, c1);
+        const __m256i k2 = _mm256_shuffle_epi8(sh, c2), k3 = _mm256_shuffle_epi8(sh, c3);
+        for (int t = 0; t < T; ++t) {
+          const int8_t* xq = x[t][b].q + 128 * h;
+          const __m256i p0 = _mm256_maddubs_epi16(q0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)));
+          const __m256i p1 = _mm256_maddubs_epi16(q1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)));
+          const __m256i p2 = _mm256_maddubs_epi16(q2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64)));
+          const __m256i p3 = _mm256_maddubs_epi16(q3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 96)));
+          const __m256i s01 = _mm256_add_epi32(_mm256_madd_epi16(p0, k0), _mm256_madd_epi16(p1, k1));
+          const __m256i s23 = _mm256_add_epi32(_mm256_madd_epi16(p2, k2), _mm256_madd_epi16(p3, k3));
+          acc[t] = _mm256_add_epi32(acc[t], _mm256_add_epi32(s01, s23));
+        }
       }
-      const float d = fp16_to_fp32(blk + 208) * x[b].d;
-      accf = _mm256_add_ps(accf, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc)));
+      const float dw = fp16_to_fp32(blk + 208);
+      for (int t = 0; t < T; ++t) {
+        const float d = dw * x[t][b].d;
+        accf[t] = _mm256_add_ps(accf[t], _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(acc[t])));
+      }
     }
-    out[r] = hsum_ps(accf);
+    for (int t = 0; t < T; ++t) out[t][r] = hsum_ps(accf[t]);
   }
+}
+
+__attribute__((target("avx2"))) void q6k_dot_avx2_impl(const uint8_t* w, int64_t w_stride, int64_t n_rows,
+                                                      const Q8Block* x, int64_t n_blocks, float* out) {
+  q6k_rows_avx2<1>(w, w_stride, n_rows, &x, n_blocks, &out);
+}
+
+__attribute__((target("avx2"))) void q6k_dot2_avx2_impl(const uint8_t* w, int64_t w_stride, int64_t n_rows,
+                                                       const Q8Block* x0, const Q8Block* x1, int64_t n_blocks,
+                                                       float* out0, float* out1) {
+  const Q8Block* x[2] = {x0, x1};
+  float* out[2] = {out0, out1};
+  q6k_rows_avx2<2>(w, w_stride, n_rows, x, n_blocks, out);
 }
 
 }  // namespace
 
 Q6KDotFn q6k_dot_avx2() { return cpu_has_avx2() ? &q6k_dot_avx2_impl : nullptr; }
+Q6KDot2Fn q6k_dot2_avx2() { return cpu_has_avx2() ? &q6k_dot2_avx2_impl : nullptr; }
 
 #else
 
 Q6KDotFn q6k_dot_avx2() { return nullptr; }
+Q6KDot2Fn q6k_dot2_avx2() { return nullptr; }
 
 #endif
 

@@ -32,12 +32,20 @@ const Impl& scalar_impl() {
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2"); }
 
 const Impl* avx2_impl() {
-  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile, &avx2_gemv_dispatch};
+  // Up to 8 tokens: decode steps of the 2B-4T shapes, 2 threads, ms per step at 4 / 8 / 16
+  // sequences with the multi-token kernel up to 1 token: 92 / 144 / 245, up to 8: 78 / 140 / 245,
+  // up to 16: 77 / 139 / 266.
+  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile, &avx2_gemv_dispatch, &avx2_multi_gemv_dispatch, 8};
   return cpu_has_avx2() ? &impl : nullptr;
 }
 
 const Impl* avx512vnni_impl() {
-  static const Impl impl{"avx512vnni", &vnni_tile, &vnni_unpacked_tile};
+  // Every AVX-512 VNNI CPU has AVX2, whose one-token and few-token kernels are faster there:
+  // streaming rows, they are memory-bound where VNNI's tiles are not (Xeon, 2 threads, 2B-4T
+  // decode steps: 1 sequence 55 -> 41 ms, 2: 66 -> 47, 4: 87 -> 76). From 8 tokens VNNI's
+  // unpacked tiles win (8: 138 vs 128 ms).
+  static const Impl impl{"avx512vnni", &vnni_tile, &vnni_unpacked_tile, &avx2_gemv_dispatch,
+                         &avx2_multi_gemv_dispatch, 4};
   return cpu_has_avx512vnni() ? &impl : nullptr;
 }
 #else

@@ -183,6 +183,40 @@ void avx2_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_r
 
 namespace {
 
+// A few tokens (a decode step of several sequences): one row at a time, as the GEMV streams
+// them, its 2-bit codes decoded once for every token. Over 4 x 2 tiles this reads the rows in
+// one stream and decodes each plane once per T tokens instead of once per 2.
+template <Layout L, int T>
+__attribute__((target("avx2"))) void avx2_rows_multi(const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x, int64_t xs, int64_t k,
+                     int32_t* out) {
+  for (int64_t r = 0; r < n_rows; ++r) avx2<L, 1, T>(w + r * ws, ws, x, xs, k, out + r * T);
+}
+
+template <Layout L>
+void avx2_multi(const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x, int64_t xs, int n_tokens, int64_t k,
+                int32_t* out) {
+  switch (n_tokens) {
+    case 1: return avx2_rows_multi<L, 1>(w, ws, n_rows, x, xs, k, out);
+    case 2: return avx2_rows_multi<L, 2>(w, ws, n_rows, x, xs, k, out);
+    case 3: return avx2_rows_multi<L, 3>(w, ws, n_rows, x, xs, k, out);
+    case 4: return avx2_rows_multi<L, 4>(w, ws, n_rows, x, xs, k, out);
+    case 5: return avx2_rows_multi<L, 5>(w, ws, n_rows, x, xs, k, out);
+    case 6: return avx2_rows_multi<L, 6>(w, ws, n_rows, x, xs, k, out);
+    case 7: return avx2_rows_multi<L, 7>(w, ws, n_rows, x, xs, k, out);
+    default: return avx2_rows_multi<L, 8>(w, ws, n_rows, x, xs, k, out);
+  }
+}
+
+}  // namespace
+
+void avx2_multi_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x, int64_t xs,
+                              int n_tokens, int64_t k, int32_t* out) {
+  (layout == Layout::kI2S ? avx2_multi<Layout::kI2S> : avx2_multi<Layout::kTQ2>)(w, ws, n_rows, x, xs, n_tokens, k,
+                                                                                 out);
+}
+
+namespace {
+
 // ---- AVX2 over unpacked codes ----------------------------------------------------------
 // Codes already one byte per weight: the loop is a maddubs and a 16-bit add per 32 products, no
 // decoding. k <= kUnpackedMaxK keeps the 16-bit sums exact (64 maddubs of at most 2*2*128).

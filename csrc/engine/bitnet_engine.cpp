@@ -289,6 +289,7 @@ void BitNetEngine::choose_kernels() {
   if (kernel_impl_ != nullptr && packed_->head != nullptr) {
     head_.dot = kernels::q6k_dot_avx2();
     head_.dot2 = kernels::q6k_dot2_avx2();
+    head_.dot4 = kernels::q6k_dot4_avx2();
     head_.data = packed_->head;
     file_->release(static_cast<const uint8_t*>(output_->data), ggml_nbytes(output_));  // re-read if get_rows needs it
   }

@@ -78,6 +78,17 @@ void head_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     const uint8_t* rows = op->data + r0 * w->nb[1];
     const auto stride = static_cast<int64_t>(w->nb[1]);
     int64_t t = 0;
+    if (op->dot4 != nullptr) {
+      for (; t + 4 <= n; t += 4) {
+        const kernels::Q8Block* xs[4];
+        float* ys[4];
+        for (int j = 0; j < 4; ++j) {
+          xs[j] = xq.data() + (t + j) * blocks;
+          ys[j] = y + (t + j) * y_stride + r0;
+        }
+        op->dot4(rows, stride, nr, xs, blocks, ys);
+      }
+    }
     if (op->dot2 != nullptr) {
       for (; t + 2 <= n; t += 2) {
         op->dot2(rows, stride, nr, xq.data() + t * blocks, xq.data() + (t + 1) * blocks, blocks, y + t * y_stride + r0,

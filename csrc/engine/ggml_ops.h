@@ -30,6 +30,7 @@ struct TernaryOpState {
 struct HeadOpState {
   kernels::Q6KDotFn dot = nullptr;
   kernels::Q6KDot2Fn dot2 = nullptr;  // optional: two tokens per pass
+  kernels::Q6KDot4Fn dot4 = nullptr;  // optional: four tokens per pass
   const uint8_t* data = nullptr;  // the head's rows (a huge-page copy of the file's)
   std::atomic<int64_t> next_row{0};
 };

@@ -156,15 +156,22 @@ __attribute__((target("avx2"))) void q6k_dot2_avx2_impl(const uint8_t* w, int64_
   q6k_rows_avx2<2>(w, w_stride, n_rows, x, n_blocks, out);
 }
 
+__attribute__((target("avx2"))) void q6k_dot4_avx2_impl(const uint8_t* w, int64_t w_stride, int64_t n_rows,
+                                                       const Q8Block* const* x, int64_t n_blocks, float* const* out) {
+  q6k_rows_avx2<4>(w, w_stride, n_rows, x, n_blocks, out);
+}
+
 }  // namespace
 
 Q6KDotFn q6k_dot_avx2() { return cpu_has_avx2() ? &q6k_dot_avx2_impl : nullptr; }
 Q6KDot2Fn q6k_dot2_avx2() { return cpu_has_avx2() ? &q6k_dot2_avx2_impl : nullptr; }
+Q6KDot4Fn q6k_dot4_avx2() { return cpu_has_avx2() ? &q6k_dot4_avx2_impl : nullptr; }
 
 #else
 
 Q6KDotFn q6k_dot_avx2() { return nullptr; }
 Q6KDot2Fn q6k_dot2_avx2() { return nullptr; }
+Q6KDot4Fn q6k_dot4_avx2() { return nullptr; }
 
 #endif
 

@@ -37,9 +37,14 @@ void q6k_dot_scalar(const uint8_t* w, int64_t w_stride, int64_t n_rows, const Q8
 // The AVX2 kernel, or nullptr where the CPU lacks AVX2 (there the head stays on ggml).
 Q6KDotFn q6k_dot_avx2();
 // Two tokens at once (a decode step of several sequences): each row decoded once for both;
+// (2B-4T decode steps, 2 threads: 4 sequences 78 -> 72 ms with the four-token kernel below)
 // out0/out1 are exactly what the one-token kernel gives for x0/x1.
 using Q6KDot2Fn = void (*)(const uint8_t* w, int64_t w_stride, int64_t n_rows, const Q8Block* x0, const Q8Block* x1,
                            int64_t n_blocks, float* out0, float* out1);
 Q6KDot2Fn q6k_dot2_avx2();
+// Four tokens at once: x[t] and out[t] for t < 4, each exactly as the one-token kernel.
+using Q6KDot4Fn = void (*)(const uint8_t* w, int64_t w_stride, int64_t n_rows, const Q8Block* const* x,
+                           int64_t n_blocks, float* const* out);
+Q6KDot4Fn q6k_dot4_avx2();
 
 }  // namespace bitnet::kernels

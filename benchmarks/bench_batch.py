@@ -5,8 +5,10 @@ of tokens) it runs, interleaved in one process and one run:
 
 - ``bitnet batched``: one Model holding a sequence per stream (``n_seq``); its scheduler decodes
   every stream's next token in one pass over the weights;
-- ``bitnet 1-seq``: the same Model API with ``n_seq=1``, the path before continuous batching
-  (calls wait for each other);
+- ``bitnet 1-seq``: the same model, one generation at a time (the path before continuous
+  batching: calls wait for each other). It is the same Model behind a lock, not a second Model:
+  two models in one process have two OpenMP thread teams, more threads than cores, and libgomp
+  then throttles its spin-waits for both (measured: 40 -> 57 ms a token on 2 cores);
 - ``llama-server``: llama.cpp's server with ``--parallel N`` (continuous batching) on the same
   file, when ``--llama-server`` names its binary (build it from the vendored llama.cpp of the
   pinned llama-cpp-python sdist; see docs/benchmarks.md).
@@ -105,6 +107,18 @@ class BitNetRunner:
         self.model.close()
 
 
+class SerialRunner:
+    """One request at a time on a runner's model."""
+
+    def __init__(self, runner: BitNetRunner) -> None:
+        self.runner = runner
+        self.lock = threading.Lock()
+
+    def request(self, prompt: list[int], n: int, t0: float) -> Stream:
+        with self.lock:
+            return self.runner.request(prompt, n, t0)
+
+
 class LlamaServerRunner:
     """llama-server with --parallel slots of n_ctx each; requests stream from /completion."""
 
@@ -113,9 +127,29 @@ class LlamaServerRunner:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            [binary, "-m", str(path), "--host", "127.0.0.1", "--port", str(self.port),
-             "-np", str(parallel), "-c", str(n_ctx * parallel), "-t", str(threads),
-             "-tb", str(threads), "-ngl", "0", "-b", "512", "-ub", "512"],
+            [
+                binary,
+                "-m",
+                str(path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "-np",
+                str(parallel),
+                "-c",
+                str(n_ctx * parallel),
+                "-t",
+                str(threads),
+                "-tb",
+                str(threads),
+                "-ngl",
+                "0",
+                "-b",
+                "512",
+                "-ub",
+                "512",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -135,8 +169,14 @@ class LlamaServerRunner:
 
     def request(self, prompt: list[int], n: int, t0: float) -> Stream:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3600)
-        body = {"prompt": prompt, "n_predict": n, "temperature": 0, "stream": True,
-                "ignore_eos": True, "cache_prompt": False}
+        body = {
+            "prompt": prompt,
+            "n_predict": n,
+            "temperature": 0,
+            "stream": True,
+            "ignore_eos": True,
+            "cache_prompt": False,
+        }
         c.request("POST", "/completion", json.dumps(body), {"Content-Type": "application/json"})
         r = c.getresponse()
         first, tokens = 0.0, 0
@@ -198,13 +238,21 @@ def ttft_under_long_prompt(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="GGUF file (default: 2B-4T, Q6_K head)")
+    parser.add_argument(
+        "--model", type=Path, default=None, help="GGUF file (default: 2B-4T, Q6_K head)"
+    )
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--tokens", type=int, default=32, help="generated per stream (default 32)")
-    parser.add_argument("--prompt", type=int, default=16, help="prompt tokens per stream (default 16)")
+    parser.add_argument(
+        "--prompt", type=int, default=16, help="prompt tokens per stream (default 16)"
+    )
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--repeats", type=int, default=2, help="rounds per row (median of rows' streams)")
-    parser.add_argument("--long", type=int, default=2048, help="long prompt of the TTFT test (0: skip)")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="rounds per row (median of rows' streams)"
+    )
+    parser.add_argument(
+        "--long", type=int, default=2048, help="long prompt of the TTFT test (0: skip)"
+    )
     parser.add_argument("--llama-server", default=None, help="llama-server binary to compare with")
     parser.add_argument("--skip-one-seq", action="store_true", help="skip the n_seq=1 baseline")
     args = parser.parse_args()
@@ -227,7 +275,7 @@ def main() -> None:
     rss0 = rss_bytes()
     batched = BitNetRunner(path, max_streams, args.threads, n_ctx)
     rss_loaded = rss_bytes()
-    one = None if args.skip_one_seq else BitNetRunner(path, 1, args.threads, n_ctx)
+    one = None if args.skip_one_seq else SerialRunner(batched)
     n_vocab = batched.model.n_vocab
     pp = statistics.median(
         prompt_speed(batched.model, p) for p in random_prompts(128, 3, n_vocab, seed=99)
@@ -235,9 +283,14 @@ def main() -> None:
     meta = batched.model.metadata
     arch = meta["general.architecture"]
     head_dim = meta[f"{arch}.embedding_length"] // meta[f"{arch}.attention.head_count"]
-    kv_per_token = 2 * meta[f"{arch}.block_count"] * meta[f"{arch}.attention.head_count_kv"] * head_dim * 2
-    print(f"pp128 (the compute ceiling of a batch): {pp:.1f} tokens/s; kernels {batched.model.kernels}")
-    print(f"RSS: {rss0 / 2**20:.0f} MiB before load, {rss_loaded / 2**20:.0f} MiB with the batched model")
+    kv_per_token = (
+        2 * meta[f"{arch}.block_count"] * meta[f"{arch}.attention.head_count_kv"] * head_dim * 2
+    )
+    print(
+        f"pp128 (the compute ceiling of a batch): {pp:.1f} tokens/s; "
+        f"kernels {batched.model.kernels}"
+    )
+    print(f"RSS: {rss0 / 2**20:.0f} MiB before load, {rss_loaded / 2**20:.0f} MiB with the model")
 
     header = (
         f"{'runner':<16} {'streams':>7} {'agg t/s':>8} {'x 1':>5} {'%pp128':>7} {'stream t/s':>10} "
@@ -255,11 +308,13 @@ def main() -> None:
             server = LlamaServerRunner(args.llama_server, path, n, args.threads, n_ctx)
             runners.append(("llama-server", server))
         rows: dict[str, list[Row]] = {name: [] for name, _ in runners}
-        rss_before = rss_bytes()
+        rss_before = rss_bytes()  # the one model's: llama-server is another process
         for _ in range(args.repeats):
             round_no += 1
-            prompts = random_prompts(args.prompt, n, n_vocab, seed=1000 + round_no)
-            for name, runner in runners:  # interleaved: drift touches every runner alike
+            for i, (name, runner) in enumerate(runners):  # interleaved: drift touches all
+                # Prompts of their own: the runners share one model, whose cache would
+                # otherwise hand the second one the first one's prompts.
+                prompts = random_prompts(args.prompt, n, n_vocab, seed=1000 * round_no + i)
                 rows[name].append(run_streams(runner, prompts, args.tokens))
         rss_grew = rss_bytes() - rss_before
         for name, _ in runners:
@@ -274,17 +329,21 @@ def main() -> None:
                 f"{statistics.median(x.latency_p95 for x in r):>8.3f}",
                 flush=True,
             )
+        kv = n * (args.prompt + args.tokens) * kv_per_token
         print(
             f"{'':<16} RSS +{rss_grew / 2**20:.1f} MiB over this row (KV of {n} new sequences x "
-            f"{args.prompt + args.tokens} tokens: {n * (args.prompt + args.tokens) * kv_per_token / 2**20:.1f} MiB)"
+            f"{args.prompt + args.tokens} tokens: {kv / 2**20:.1f} MiB)"
         )
         if server is not None:
             server.close()
 
     if args.long:
-        shorts = random_prompts(32, 6, n_vocab, seed=7)
-        longs = random_prompts(args.long, 3, n_vocab, seed=8)
-        print(f"time to first token of a 32-token request, idle and while {args.long} tokens are read:")
+        shorts = random_prompts(32, 6 * 3, n_vocab, seed=7)
+        longs = random_prompts(args.long, 3 * 3, n_vocab, seed=8)
+        print(
+            f"time to first token of a 32-token request, idle and while {args.long} tokens "
+            "are read:"
+        )
         todo: list[tuple[str, object]] = [("bitnet batched", batched)]
         if one is not None:
             todo.append(("bitnet 1-seq", one))
@@ -292,15 +351,15 @@ def main() -> None:
         if args.llama_server:
             server = LlamaServerRunner(args.llama_server, path, 2, args.threads, n_ctx)
             todo.append(("llama-server", server))
-        for name, runner in todo:
-            idle, busy = ttft_under_long_prompt(runner, shorts, longs)
-            print(f"{name:<16} idle {idle:.3f} s, busy {busy:.3f} s ({busy / idle:.2f}x)", flush=True)
+        for i, (name, runner) in enumerate(todo):
+            idle, busy = ttft_under_long_prompt(runner, shorts[6 * i :], longs[3 * i :])
+            print(
+                f"{name:<16} idle {idle:.3f} s, busy {busy:.3f} s ({busy / idle:.2f}x)", flush=True
+            )
         if server is not None:
             server.close()
     print("batching stats:", batched.model.batching_stats())
     batched.close()
-    if one is not None:
-        one.close()
 
 
 if __name__ == "__main__":

@@ -90,9 +90,7 @@ def test_logits_are_bit_identical_beside_other_sequences(model):
 def test_seeded_sampling_is_reproducible_per_sequence(model):
     opts = {"max_tokens": 20, "temperature": 0.9, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
     alone = [model.generate(p, seed=100 + i, **opts).tokens for i, p in enumerate(PROMPTS[:4])]
-    batched = run_threads(
-        lambda i: model.generate(PROMPTS[i], seed=100 + i, **opts).tokens, 4
-    )
+    batched = run_threads(lambda i: model.generate(PROMPTS[i], seed=100 + i, **opts).tokens, 4)
     assert batched == alone
     # A different seed does change a sequence (the seed reaches it).
     other = model.generate(PROMPTS[0], seed=7, **opts).tokens

@@ -180,11 +180,25 @@ void Scheduler::run_step() {
   }
   const bool shared = !parts_.empty() || n_prefilling > 1 || arrivals_.load();
   batch_prefill_tokens_ = 0;
+  // While others run, a prompt with at most kShortPrompt tokens left is read whole, alone among
+  // the prompts of that batch (its first token comes one batch after it arrived); longer ones
+  // take kSharedPrefillChunk tokens each.
+  Sequence* short_prompt = nullptr;
+  if (shared) {
+    for (auto& seq : active_) {
+      const int left = static_cast<int>(seq->prompt().size()) - seq->n_past;
+      if (seq->prefilling() && !seq->all_logits() && left <= kShortPrompt &&
+          (short_prompt == nullptr || left < static_cast<int>(short_prompt->prompt().size()) - short_prompt->n_past)) {
+        short_prompt = seq.get();
+      }
+    }
+  }
   for (auto& seq : active_) {
     if (!seq->prefilling() || budget == 0) continue;
+    if (short_prompt != nullptr && seq.get() != short_prompt) continue;
     const std::vector<int32_t>& prompt = seq->prompt();
     int n = std::min(static_cast<int>(prompt.size()) - seq->n_past, budget);
-    if (shared) n = std::min(n, kSharedPrefillChunk);
+    if (shared && short_prompt == nullptr) n = std::min(n, kSharedPrefillChunk);
     if (seq->all_logits()) n = std::min(n, kAllLogitsChunk);
     if (!seq->started) {
       seq->started = true;

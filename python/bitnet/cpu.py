@@ -1,9 +1,10 @@
 """What this process may run on, and the one thread policy every part of bitnet follows.
 
 ``"auto"`` threads means one thread per physical core this process can keep busy (its affinity
-mask, hyper-threads counted once, capped by a cgroup CPU quota), divided between the
-generations that run at once (``slots``): two slots on four cores get two threads each instead
-of eight threads fighting over four cores.
+mask, hyper-threads counted once, capped by a cgroup CPU quota). The ``slots`` arguments divide
+them between independent engines running at once; bitnet's own concurrent generations are
+sequences of one model decoded together (continuous batching), which use every thread, so the
+runtime and the supervisor pass one slot.
 """
 
 from __future__ import annotations

@@ -103,7 +103,9 @@ def test_batch_paths_agree(kernel):
         want_n = numpy_dot(values, qn).astype(np.float32)
         ones_n = np.ones(n, np.float32)
         try:
-            y = _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, qn, ones_n, sn, 2, kernel, "multi")
+            y = _core.kernels.ternary_gemm(
+                data, 2560, "tq2_0", 1.0, qn, ones_n, sn, 2, kernel, "multi"
+            )
         except ValueError as exc:
             assert "no multi-token path" in str(exc)
             break

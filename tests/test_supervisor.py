@@ -174,6 +174,8 @@ def test_shutdown_drains_then_cancels(runtime):
 def test_supervisor_argument_errors(runtime):
     with pytest.raises(ValueError, match="max_concurrency"):
         RuntimeSupervisor(runtime, max_concurrency=0)
+    with pytest.raises(ValueError, match="max_concurrency must be an integer from 1 to 256"):
+        RuntimeSupervisor(runtime, max_concurrency=257)
     with pytest.raises(ValueError, match="max_queue"):
         RuntimeSupervisor(runtime, max_queue=-1)
     with pytest.raises(ValueError, match="timeout"):

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_CONTEXT",
     "MAX_INT32",
     "MAX_REPEAT_PENALTY",
+    "MAX_SEQUENCES",
     "MAX_THREADS",
     "LoadOptions",
     "Option",
@@ -56,6 +57,8 @@ MAX_INT32 = (1 << 31) - 1
 MAX_CONTEXT = 1 << 24
 # ggml's thread pools hold at most GGML_MAX_N_THREADS (512) threads; beyond it they abort.
 MAX_THREADS = 512
+# Sequences one model generates together (libllama's LLAMA_MAX_SEQ; our engine takes as many).
+MAX_SEQUENCES = 256
 # Larger penalties only push logits past float range; the engine takes floats.
 MAX_REPEAT_PENALTY = 1e6
 
@@ -314,7 +317,7 @@ class LoadOptions(_Options):
         "each pass over the weights; each sequence has its own n_ctx); 0: 4 on BitNetEngine, "
         "1 on libllama",
         low=0,
-        high=256,
+        high=MAX_SEQUENCES,
         flags=(),
     )
     seed: int | None = option(

@@ -22,7 +22,7 @@ from ..errors import ModelLoadError, UnsupportedCPUError
 from ..formats.cache import sha256_of
 from ..formats.gguf import BITNET_ARCHITECTURES
 from ..model import GenerationResult, Model
-from ..options import MAX_THREADS, LoadOptions, SamplingOptions, checked_int
+from ..options import MAX_SEQUENCES, LoadOptions, SamplingOptions, checked_int
 from .diagnostics import Diagnostics, _kernel_description, diagnose
 
 __all__ = ["PLAN_SCHEMA", "BitNetRuntime", "RuntimePlan", "run_generation"]
@@ -73,7 +73,8 @@ class RuntimePlan:
             f"kernels      {self.kernels}",
             f"memory       {_size(self.memory_bytes)} = weights {_size(self.weights_bytes)} "
             f"(memory-mapped; our kernels repack the ternary ones) + KV cache "
-            f"{_size(self.kv_cache_bytes)} ({self.n_seq} x {_size(self.kv_cache_bytes // self.n_seq)})",
+            f"{_size(self.kv_cache_bytes)} "
+            f"({self.n_seq} x {_size(self.kv_cache_bytes // self.n_seq)})",
             f"command      {self.command}",
         ]
         lines += [f"warning      {w}" for w in self.warnings]
@@ -113,7 +114,7 @@ class BitNetRuntime:
                 load[new] = load.pop(old)
         self.model_path = os.fspath(model)
         self.topology = topology or detect_cpu_topology()
-        self.slots = checked_int("slots", slots, 1, MAX_THREADS)
+        self.slots = checked_int("slots", slots, 1, MAX_SEQUENCES)
         requested = LoadOptions.with_flags(**(options or LoadOptions()).to_dict() | load)
         self._requested = requested
         self.warnings: list[str] = []

@@ -25,6 +25,7 @@ from typing import Any
 from .. import events
 from ..errors import DeadlineExceededError, QueueFullError, SupervisorClosedError
 from ..model import GenerationResult, Model, TextStream
+from ..options import MAX_SEQUENCES
 from .runtime import BitNetRuntime
 
 __all__ = [
@@ -71,9 +72,12 @@ class RuntimeSupervisor:
         if (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
-            or max_concurrency < 1
+            or not 1 <= max_concurrency <= MAX_SEQUENCES
         ):
-            raise ValueError(f"max_concurrency must be an integer >= 1, got {max_concurrency!r}")
+            raise ValueError(
+                f"max_concurrency must be an integer from 1 to {MAX_SEQUENCES} (sequences of "
+                f"one model), got {max_concurrency!r}"
+            )
         if isinstance(max_queue, bool) or not isinstance(max_queue, int) or max_queue < 0:
             raise ValueError(f"max_queue must be an integer >= 0, got {max_queue!r}")
         if timeout is not None and not timeout > 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..options import MAX_THREADS, LoadOptions, checked_int
+from ..options import MAX_SEQUENCES, LoadOptions, checked_int
 from ..runtime.runtime import BitNetRuntime
 
 __all__ = ["ServerConfig"]
@@ -37,7 +37,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         """Refuse settings the server would misbehave with (ValueError naming the flag)."""
         checked_int("--port", self.port, 1, 65535)
-        checked_int("--parallel", self.parallel, 1, MAX_THREADS)  # a slot has >= 1 thread
+        checked_int("--parallel", self.parallel, 1, MAX_SEQUENCES)  # sequences of one model
         checked_int("--queue", self.queue, 0, 1 << 20)
         checked_int("--max-body-bytes", self.max_body_bytes, 1, 1 << 40)
         checked_int("retry_after", self.retry_after, 0, 86400)

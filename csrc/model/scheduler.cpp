@@ -146,13 +146,28 @@ void Scheduler::loop() {
       cv_.wait(lock, [&] { return stop_ || !queue_.empty() || !active_.empty(); });
       if (stop_) break;
       arrivals_.store(false);
-      while (!queue_.empty() && admit(*queue_.front())) {
-        active_.push_back(queue_.front());
-        admitted_.push_back(queue_.front());
+      while (!queue_.empty()) {
+        std::shared_ptr<Sequence> seq = queue_.front();
+        try {
+          if (!admit(*seq)) break;
+        } catch (...) {  // never out of this thread: that would terminate the process
+          queue_.pop_front();
+          seq->fail(std::current_exception());
+          continue;
+        }
+        active_.push_back(seq);
+        admitted_.push_back(seq);
         queue_.pop_front();
       }
     }
-    if (!active_.empty()) run_step();
+    if (active_.empty()) continue;
+    try {
+      run_step();
+    } catch (...) {  // e.g. bad_alloc sizing a batch: its sequences fail, the model stays usable
+      for (auto& seq : active_) {
+        if (!seq->done()) seq->fail(std::current_exception());
+      }
+    }
   }
   // Shutting down: nothing more runs.
   std::lock_guard<std::mutex> lock(mu_);

@@ -215,3 +215,18 @@ def test_libllama_runs_several_sequences_at_once(tmp_path: Path):
         # libllama's batched kernels are not batch-invariant like ours: the tokens usually agree,
         # the logits not bit for bit; the first token of each does (same prompt, same logits).
         assert [r.tokens[:1] for r in batched] == [a[:1] for a in alone]
+
+
+def test_dropping_a_model_with_running_generations_stops_them(tiny_relu2: Path):
+    # The last owner (here a stream, garbage-collected with the GIL held) destroys the model,
+    # which joins its scheduler thread; that must neither hang nor crash.
+    import gc
+
+    m = bitnet.Model(tiny_relu2, n_ctx=512, n_seq=2, n_threads=1)
+    streams = [m.stream(p, max_tokens=400, temperature=0) for p in PROMPTS[:3]]
+    next(streams[0])
+    del m
+    t0 = time.monotonic()
+    del streams
+    gc.collect()
+    assert time.monotonic() - t0 < 10

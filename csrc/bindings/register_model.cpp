@@ -198,7 +198,16 @@ void register_model(py::module_& m) {
              options.config.n_seq = static_cast<int>(pyconv::int_arg(n_seq, "n_seq", 0, kMaxSequences));
              // Loading reads only native state; log lines re-acquire the GIL themselves.
              py::gil_scoped_release release;
-             return std::make_shared<Model>(file, options);
+             // Destroying a model joins its scheduler thread, which may be logging (and so
+             // waiting for the GIL): the last owner lets go of the GIL first.
+             return std::shared_ptr<Model>(new Model(file, options), [](Model* m) {
+               if (Py_IsInitialized() && PyGILState_Check()) {
+                 py::gil_scoped_release unlocked;
+                 delete m;
+               } else {
+                 delete m;
+               }
+             });
            }),
            py::arg("path"), py::kw_only(), py::arg("engine"), py::arg("n_ctx"), py::arg("n_batch"),
            py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"),

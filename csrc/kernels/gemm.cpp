@@ -87,7 +87,7 @@ void gemm_rows_packed(const Impl& impl, const TernaryMatrix& w, int64_t r0, int6
 }
 
 // A few tokens: blocks of rows streamed once by the multi-token kernel, each block run for
-// every chunk of up to kMaxMultiTokens tokens while it is in cache.
+// every chunk of up to impl.multi_tokens_per_pass tokens while it is in cache.
 void gemm_rows_multi(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
                      float* y, int64_t y_stride) {
   constexpr int64_t kRows = 32;
@@ -95,8 +95,8 @@ void gemm_rows_multi(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64
   float scales[kRows];
   for (int64_t rb = r0; rb < r1; rb += kRows) {
     const int64_t nr = std::min(kRows, r1 - rb);
-    for (int64_t t0 = 0; t0 < x.n; t0 += kMaxMultiTokens) {
-      const int nt = static_cast<int>(std::min<int64_t>(kMaxMultiTokens, x.n - t0));
+    for (int64_t t0 = 0; t0 < x.n; t0 += impl.multi_tokens_per_pass) {
+      const int nt = static_cast<int>(std::min<int64_t>(impl.multi_tokens_per_pass, x.n - t0));
       impl.multi_gemv(w.layout, w.data + rb * w.stride, w.stride, nr, x.q + t0 * x.stride, x.stride, nt, w.k, dots);
       if (t0 == 0) {
         for (int64_t i = 0; i < nr; ++i) scales[i] = row_scale(w, rb + i);

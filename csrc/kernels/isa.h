@@ -33,6 +33,8 @@ void avx2_tile(Layout layout, const uint8_t* w, int64_t ws, int nr, const int8_t
                int32_t* out);
 void unpacked_avx2_tile(const uint8_t* c, int64_t cs, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,
                         int32_t* acc, int64_t acc_stride);
+void vnni_multi_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x,
+                              int64_t xs, int n_tokens, int64_t k, int32_t* out);
 void avx2_multi_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x,
                               int64_t xs, int n_tokens, int64_t k, int32_t* out);
 void avx2_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x, int64_t k,

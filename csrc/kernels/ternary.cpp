@@ -35,17 +35,19 @@ const Impl* avx2_impl() {
   // Up to 8 tokens: decode steps of the 2B-4T shapes, 2 threads, ms per step at 4 / 8 / 16
   // sequences with the multi-token kernel up to 1 token: 92 / 144 / 245, up to 8: 78 / 140 / 245,
   // up to 16: 77 / 139 / 266.
-  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile, &avx2_gemv_dispatch, &avx2_multi_gemv_dispatch, 8};
+  static const Impl impl{"avx2", &avx2_tile, &unpacked_avx2_tile, &avx2_gemv_dispatch, &avx2_multi_gemv_dispatch, 8, 2};
   return cpu_has_avx2() ? &impl : nullptr;
 }
 
 const Impl* avx512vnni_impl() {
-  // Every AVX-512 VNNI CPU has AVX2, whose one-token and few-token kernels are faster there:
-  // streaming rows, they are memory-bound where VNNI's tiles are not (Xeon, 2 threads, 2B-4T
-  // decode steps: 1 sequence 55 -> 41 ms, 2: 66 -> 47, 4: 87 -> 76). From 8 tokens VNNI's
-  // unpacked tiles win (8: 138 vs 128 ms).
+  // Every AVX-512 VNNI CPU has AVX2, whose one-token GEMV (a prefetched row stream) is faster
+  // there than VNNI's tiles (Xeon, 2 threads, 2B-4T decode step: 55 -> 41 ms). For 2-16 tokens,
+  // 1 x 8 VNNI tiles over prefetched rows (2B-4T decode steps at 4 / 8 / 16 sequences: VNNI's
+  // unpacked tiles 87 / 128 / 214 ms, AVX2's pairs 72 / 125 / 209, VNNI 1 x 2 71 / 121 / 203,
+  // 1 x 4 58 / 95 / 163, 1 x 8 57 / 91 / 155). Prompts stay on the unpacked tiles (pp128 130
+  // vs 126 tokens/s over 1 x 8; pp32 equal).
   static const Impl impl{"avx512vnni", &vnni_tile, &vnni_unpacked_tile, &avx2_gemv_dispatch,
-                         &avx2_multi_gemv_dispatch, 4};
+                         &vnni_multi_gemv_dispatch, 16, 8};
   return cpu_has_avx512vnni() ? &impl : nullptr;
 }
 #else

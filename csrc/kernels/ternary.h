@@ -53,13 +53,14 @@ using GemvFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, int64
 
 // out[r * n_tokens + t] = sum_k code[r][k] * x[t][k] for n_rows rows and n_tokens <= kMaxMultiTokens
 // tokens: the rows streamed as by the GEMV, each row's codes decoded once for those tokens. The
-// driver runs larger batches (up to 16 tokens) in chunks of kMaxMultiTokens over a block of rows
-// in cache. Chunks of 2 measured fastest (AVX2, 6912 x 2560 from memory, 2 threads, ms per
+// driver runs larger batches (up to Impl::multi_max_tokens) in chunks of
+// Impl::multi_tokens_per_pass over a block of rows in cache. AVX2: chunks of 2 measured fastest
+// (6912 x 2560 from memory, 2 threads, ms per
 // matrix at 2/4/8/16 tokens: chunks of 2 0.23/0.41/0.86/1.55, of 4 0.23/0.58/1.31/2.29, of 8
 // -/0.57/0.95/1.68; the 4 x 2 tiles before: 0.43/0.83/0.93/1.52, one token 0.20).
 using MultiGemvFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, int64_t n_rows, const int8_t* x,
                              int64_t x_stride, int n_tokens, int64_t k, int32_t* out);
-constexpr int kMaxMultiTokens = 2;  // see above
+constexpr int kMaxMultiTokens = 8;  // the most tokens per pass of any implementation
 
 struct Impl {
   const char* name;  // "scalar", "avx2", "avx512vnni"
@@ -73,6 +74,7 @@ struct Impl {
   // batches of 2 to multi_max_tokens tokens.
   MultiGemvFn multi_gemv = nullptr;
   int multi_max_tokens = 0;
+  int multi_tokens_per_pass = 2;  // <= kMaxMultiTokens
 };
 
 // Every implementation compiled in, and whether this CPU can run it.

@@ -195,25 +195,31 @@ void Scheduler::run_step() {
   }
   const bool shared = !parts_.empty() || n_prefilling > 1 || arrivals_.load();
   batch_prefill_tokens_ = 0;
-  // While others run, a prompt with at most kShortPrompt tokens left is read whole, alone among
-  // the prompts of that batch (its first token comes one batch after it arrived); longer ones
-  // take kSharedPrefillChunk tokens each.
-  Sequence* short_prompt = nullptr;
+  // While others run, prompts with at most kShortPrompt tokens left are read whole, the
+  // shortest first, as many as fit kSharedPrefillBudget tokens (at least one), and no other
+  // prompt joins that batch: a newcomer's first token comes one batch after it arrived. Without
+  // such prompts, each longer one takes kSharedPrefillChunk tokens.
+  auto left = [](const Sequence& seq) { return static_cast<int>(seq.prompt().size()) - seq.n_past; };
+  whole_.clear();
   if (shared) {
     for (auto& seq : active_) {
-      const int left = static_cast<int>(seq->prompt().size()) - seq->n_past;
-      if (seq->prefilling() && !seq->all_logits() && left <= kShortPrompt &&
-          (short_prompt == nullptr || left < static_cast<int>(short_prompt->prompt().size()) - short_prompt->n_past)) {
-        short_prompt = seq.get();
-      }
+      if (seq->prefilling() && !seq->all_logits() && left(*seq) <= kShortPrompt) whole_.push_back(seq.get());
     }
+    std::stable_sort(whole_.begin(), whole_.end(), [&](Sequence* a, Sequence* b) { return left(*a) < left(*b); });
+    int used = 0;
+    size_t taken = 0;
+    for (; taken < whole_.size(); ++taken) {
+      if (taken > 0 && used + left(*whole_[taken]) > kSharedPrefillBudget) break;
+      used += left(*whole_[taken]);
+    }
+    whole_.resize(taken);
   }
   for (auto& seq : active_) {
     if (!seq->prefilling() || budget == 0) continue;
-    if (short_prompt != nullptr && seq.get() != short_prompt) continue;
+    if (!whole_.empty() && std::find(whole_.begin(), whole_.end(), seq.get()) == whole_.end()) continue;
     const std::vector<int32_t>& prompt = seq->prompt();
-    int n = std::min(static_cast<int>(prompt.size()) - seq->n_past, budget);
-    if (shared && short_prompt == nullptr) n = std::min(n, kSharedPrefillChunk);
+    int n = std::min(left(*seq), budget);
+    if (shared && whole_.empty()) n = std::min(n, kSharedPrefillChunk);
     if (seq->all_logits()) n = std::min(n, kAllLogitsChunk);
     if (!seq->started) {
       seq->started = true;

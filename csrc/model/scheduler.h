@@ -57,8 +57,10 @@ class Scheduler {
   static constexpr int kSharedPrefillChunk = 16;
   // A prompt this short (or its rest) is read in one batch even while others run: a request's
   // time to first token stays near its idle value, at the cost of one longer step for the
-  // running streams (2B-4T on 2 cores: ~0.3 s instead of ~0.1 s).
+  // running streams (2B-4T on 2 cores: ~0.3 s instead of ~0.1 s). Several such prompts share a
+  // batch up to kSharedPrefillBudget tokens.
   static constexpr int kShortPrompt = 32;
+  static constexpr int kSharedPrefillBudget = 64;
 
  private:
   struct Slot {
@@ -101,6 +103,7 @@ class Scheduler {
   uint64_t clock_ = 0;
   std::vector<engine::BatchToken> batch_;
   std::vector<Part> parts_;
+  std::vector<Sequence*> whole_;  // short prompts read whole in the batch being built
   std::vector<float> logits_;
   int batch_prefill_tokens_ = 0;
 };

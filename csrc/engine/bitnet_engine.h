@@ -51,6 +51,7 @@ class BitNetEngine final : public Engine {
   int n_vocab() const override { return hp_.n_vocab; }
   int n_ctx() const override { return config_.n_ctx; }
   int n_batch() const override { return config_.n_batch; }
+  int n_threads() const override { return config_.n_threads; }
   void set_threads(int n_threads, int n_threads_batch) override;
   std::string kernels() const override;
   // The file's GGUF metadata, parsed once at load.

@@ -41,6 +41,7 @@ class Engine {
   virtual int n_vocab() const = 0;
   virtual int n_ctx() const = 0;
   virtual int n_batch() const = 0;
+  virtual int n_threads() const = 0;  // generation threads
   // What runs the ternary matmuls, e.g. "bitnet:avx2" or "ggml".
   virtual std::string kernels() const { return "ggml"; }
 

@@ -30,6 +30,7 @@ class LlamaEngine final : public Engine {
   int n_vocab() const override { return n_vocab_; }
   int n_ctx() const override { return config_.n_ctx; }
   int n_batch() const override { return config_.n_batch; }
+  int n_threads() const override { return config_.n_threads; }
   void set_threads(int n_threads, int n_threads_batch) override;
 
   const SharedLlamaModel& model() const { return model_; }

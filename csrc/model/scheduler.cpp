@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "errors.h"
+#include "kernels/thread_pool.h"
 
 namespace bitnet::model {
 
@@ -264,6 +265,7 @@ void Scheduler::run_step() {
   if (!ok) return;  // nothing advanced: the next batch starts from the same positions
 
   size_t row = 0;
+  sampling_.clear();
   for (const Part& part : parts_) {
     Sequence& seq = *part.seq;
     Slot& slot = slots_[seq.slot];
@@ -281,13 +283,25 @@ void Scheduler::run_step() {
       seq.generation_ms += ms;
       ++seq.n_generation_decodes;
     }
-    if (last_logits != nullptr && !seq.prefilling()) {
-      try {
-        seq.on_logits(last_logits);
-      } catch (...) {
-        seq.fail(std::current_exception());
-      }
+    if (last_logits != nullptr && !seq.prefilling()) sampling_.push_back({&seq, last_logits});
+  }
+  // Each sequence samples from its own logits with its own sampler chain: in parallel on the
+  // engine's threads (idle until the next batch), each sequence on one thread, so the result
+  // does not depend on how they are spread.
+  auto sample = [&](int i) {
+    Sequence& seq = *sampling_[i].first;
+    try {
+      seq.on_logits(sampling_[i].second);
+    } catch (...) {
+      seq.fail(std::current_exception());
     }
+  };
+  const int n = static_cast<int>(sampling_.size());
+  const int threads = std::min(n, engine_.n_threads());
+  if (threads > 1) {
+    kernels::ThreadPool::instance().run(n, threads, sample);
+  } else {
+    for (int i = 0; i < n; ++i) sample(i);
   }
 }
 

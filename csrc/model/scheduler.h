@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "engine/engine.h"
@@ -103,7 +104,8 @@ class Scheduler {
   uint64_t clock_ = 0;
   std::vector<engine::BatchToken> batch_;
   std::vector<Part> parts_;
-  std::vector<Sequence*> whole_;  // short prompts read whole in the batch being built
+  std::vector<Sequence*> whole_;
+  std::vector<std::pair<Sequence*, const float*>> sampling_;  // who samples after the batch  // short prompts read whole in the batch being built
   std::vector<float> logits_;
   int batch_prefill_tokens_ = 0;
 };

@@ -370,3 +370,45 @@ def test_cancel_from_another_thread_stops_a_long_prompt(tiny_relu2):
         timer.join()
     assert stream.result.finish_reason == "abort"
     assert elapsed < full * 0.9
+
+
+@pytest.mark.parametrize(
+    ("presence", "frequency", "last_n"),
+    [(1.5, 0.0, 64), (0.0, 0.7, 64), (0.8, 0.5, 6), (-1.0, 0.0, 64)],
+)
+def test_presence_and_frequency_penalties_follow_their_definition(
+    tiny_model, presence, frequency, last_n
+):
+    """Greedy decoding with the penalties, redone in numpy from logits(): at each step the
+    logit of every token among the last `last_n` (prompt included) loses `presence` once and
+    `frequency` per occurrence. Batch invariance makes logits() the logits generation saw."""
+    prompt = tiny_model.tokenize("Hello world, hello hello")
+    got = tiny_model.generate(
+        prompt,
+        max_tokens=12,
+        temperature=0,
+        presence_penalty=presence,
+        frequency_penalty=frequency,
+        repeat_last_n=last_n,
+    )
+    tokens = list(prompt)
+    want: list[int] = []
+    for _ in range(len(got.tokens)):
+        logits = tiny_model.logits(tokens)[-1].astype(np.float64)
+        counts = np.bincount(tokens[-last_n:], minlength=tiny_model.n_vocab)
+        logits -= counts * frequency + (counts > 0) * presence
+        token = int(np.argmax(logits))
+        want.append(token)
+        tokens.append(token)
+    assert got.tokens == want
+    plain = tiny_model.generate(prompt, max_tokens=12, temperature=0).tokens
+    assert plain != want or presence == frequency == 0
+
+
+def test_penalties_are_range_checked(tiny_model):
+    with pytest.raises(ValueError, match="presence_penalty must be in \\[-2, 2\\]"):
+        tiny_model.generate("x", presence_penalty=2.5)
+    with pytest.raises(ValueError, match="frequency_penalty must be in \\[-2, 2\\]"):
+        tiny_model.generate("x", frequency_penalty=-3)
+    with pytest.raises(ValueError, match="frequency_penalty must be a finite number"):
+        tiny_model.generate("x", frequency_penalty=float("nan"))

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+import bitnet
 from bitnet.testing import generate_model
 from bitnet.testing.server import ServerProcess
 
@@ -66,6 +67,19 @@ def test_openai_client_completions_and_chat(server):
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert text == chat.choices[0].message.content
     assert chunks[-1].choices[0].finish_reason == chat.choices[0].finish_reason
+
+
+def test_openai_client_penalties_reach_the_sampler(server, tiny_relu2):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused")
+    penalties = {"presence_penalty": 1.5, "frequency_penalty": 0.5}
+    got = client.completions.create(
+        model="tiny-relu2.gguf", prompt="Hello", max_tokens=10, temperature=0, **penalties
+    )
+    with bitnet.Model(tiny_relu2, n_ctx=128) as m:
+        want = m.generate("Hello", max_tokens=10, temperature=0, **penalties)
+    assert got.choices[0].text == want.text
 
 
 def test_stop_and_stream_end_marker(server):

@@ -86,6 +86,8 @@ def test_a_body_that_is_not_utf8_is_a_400(server):
         ({"prompt": "Hello", "max_tokens": "5"}, "max_tokens"),  # strict: no coercion
         ({"prompt": "Hello", "temperature": "0.5"}, "temperature"),
         ({"prompt": "Hello", "seed": 1.5}, "seed"),
+        ({"prompt": "Hello", "presence_penalty": 2.5}, "presence_penalty"),
+        ({"prompt": "Hello", "frequency_penalty": -2.5}, "frequency_penalty"),
         ({"prompt": [1, 2.5]}, "prompt"),
     ],
 )

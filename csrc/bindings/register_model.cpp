@@ -87,6 +87,12 @@ const std::vector<std::pair<const char*, SamplingSetter>>& sampling_setters() {
       {"repeat_penalty", [](model::SamplingParams& p, py::handle v, const char* n) {
          p.repeat_penalty = static_cast<float>(pyconv::float_arg(v, n, std::numeric_limits<float>::min(), 1e6));
        }},
+      {"presence_penalty", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.presence_penalty = static_cast<float>(pyconv::float_arg(v, n, -2.0, 2.0));
+       }},
+      {"frequency_penalty", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.frequency_penalty = static_cast<float>(pyconv::float_arg(v, n, -2.0, 2.0));
+       }},
       {"repeat_last_n", [](model::SamplingParams& p, py::handle v, const char* n) {
          p.repeat_last_n = static_cast<int>(pyconv::int_arg(v, n, 0, kMaxContext));
        }},

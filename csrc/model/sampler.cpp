@@ -7,9 +7,9 @@ namespace bitnet::model {
 Sampler::Sampler(const SamplingParams& params, int n_vocab, const std::vector<int32_t>& history)
     : candidates_(static_cast<size_t>(n_vocab)) {
   chain_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
-  if (params.repeat_penalty != 1.0f) {
-    llama_sampler_chain_add(
-        chain_, llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty, 0.0f, 0.0f));
+  if (params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
+    llama_sampler_chain_add(chain_, llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty,
+                                                                 params.frequency_penalty, params.presence_penalty));
   }
   if (params.temperature <= 0.0f) {
     llama_sampler_chain_add(chain_, llama_sampler_init_greedy());

@@ -18,6 +18,8 @@ struct SamplingParams {
   int top_k = 40;
   float min_p = 0.05f;
   float repeat_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
   int repeat_last_n = 64;
   uint32_t seed = 0;
   std::vector<std::string> stop;

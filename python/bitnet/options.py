@@ -236,8 +236,28 @@ class SamplingOptions(_Options):
         high=MAX_REPEAT_PENALTY,
         low_open=True,
     )
+    presence_penalty: float = option(
+        0.0,
+        "float",
+        "subtracted from the logit of every token seen in the last repeat_last_n tokens "
+        "(prompt included), as OpenAI's presence_penalty (0 disables)",
+        low=-2.0,
+        high=2.0,
+    )
+    frequency_penalty: float = option(
+        0.0,
+        "float",
+        "subtracted from a token's logit once per time it appears in the last repeat_last_n "
+        "tokens (prompt included), as OpenAI's frequency_penalty (0 disables)",
+        low=-2.0,
+        high=2.0,
+    )
     repeat_last_n: int = option(
-        64, "int", "how many recent tokens repeat_penalty looks at", low=0, high=MAX_CONTEXT
+        64,
+        "int",
+        "how many recent tokens repeat_penalty, presence_penalty and frequency_penalty look at",
+        low=0,
+        high=MAX_CONTEXT
     )
     stop: tuple[str, ...] = option(
         (),

@@ -82,6 +82,67 @@ def test_openai_client_penalties_reach_the_sampler(server, tiny_relu2):
     assert got.choices[0].text == want.text
 
 
+def test_openai_client_content_parts_user_and_include_usage(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused")
+    model = "tiny-relu2.gguf"
+    plain = client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "Hi\nthere"}],
+        max_tokens=6,
+        temperature=0,
+    )
+    # Text parts are joined with newlines; `user` is accepted.
+    parts = client.chat.completions.create(
+        model=model,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}],
+            }
+        ],
+        max_tokens=6,
+        temperature=0,
+        user="user-42",
+    )
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hi\nthere"}],
+            max_tokens=6,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == plain.choices[0].message.content
+    streamed = list(
+        client.completions.create(
+            model=model,
+            prompt="Hello",
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert streamed[-1].choices == [] and streamed[-1].usage.prompt_tokens == 2
+    # Other content part types are refused, naming the field.
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={
+            "messages": [
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}
+            ]
+        },
+    )
+    assert r.status_code == 422 and "messages" in r.json()["error"]["param"]
+
+
 def test_stop_and_stream_end_marker(server):
     with httpx.stream(
         "POST",

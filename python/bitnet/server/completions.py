@@ -171,6 +171,10 @@ async def generate(
                     usage=_usage(item),
                 )
             )
+            if body.include_usage:  # OpenAI's shape: a last chunk with no choices
+                usage_chunk = _chunk(rid, created, served, "", None, chat, usage=_usage(item))
+                usage_chunk["choices"] = []
+                yield json.dumps(usage_chunk)
             yield "[DONE]"
         except DeadlineExceededError as exc:
             outcome = "timeout"

@@ -75,13 +75,29 @@ SamplingFields: type[BaseModel] = create_model(  # type: ignore[call-overload]
 )
 
 
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+
+    include_usage: bool = False
+
+
 class _Sampling(SamplingFields):  # type: ignore[misc, valid-type]
     model: str | None = Field(
         default=None,
         description="the served model's id (GET /v1/models), its file name or stem, or --alias",
     )
     stream: bool = False
+    stream_options: StreamOptions | None = Field(
+        default=None, description="with stream=true: include_usage adds a last chunk with usage"
+    )
     n: _integer(1, 1) = Field(default=1, description="only n=1 is supported")
+    user: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None, description="an end-user id (accepted as OpenAI's; not used)"
+    )
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
 
     def sampling(self) -> dict[str, Any]:
         """The SamplingOptions fields this request sets (None: the library's default)."""
@@ -98,9 +114,23 @@ class CompletionRequest(_Sampling):
     prompt: str | Annotated[list[Integer], Field(min_length=1)]
 
 
+class TextPart(BaseModel):
+    """One part of a message's content as a list (what clients send for multi-part messages);
+    only text parts: a model of text reads no images."""
+
+    type: Literal["text"]
+    text: str
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: str | Annotated[list[TextPart], Field(min_length=1)]
+
+    def text(self) -> str:
+        """The content as text: list parts joined with newlines, as llama.cpp's server does."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
 
 
 class ChatCompletionRequest(_Sampling):

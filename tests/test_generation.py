@@ -412,3 +412,39 @@ def test_penalties_are_range_checked(tiny_model):
         tiny_model.generate("x", frequency_penalty=-3)
     with pytest.raises(ValueError, match="frequency_penalty must be a finite number"):
         tiny_model.generate("x", frequency_penalty=float("nan"))
+
+
+def test_logit_bias_follows_its_definition(tiny_model):
+    """Greedy decoding with logit_bias, redone in numpy from logits(): the biases are added to
+    the logits before the argmax; -100 bans the first greedy token, 100 forces a token."""
+    prompt = tiny_model.tokenize("Hello world")
+    plain = tiny_model.generate(prompt, max_tokens=8, temperature=0).tokens
+    bias = {plain[0]: -100.0, 7: 3.5, "11": -2}
+    got = tiny_model.generate(prompt, max_tokens=8, temperature=0, logit_bias=bias).tokens
+    tokens, want = list(prompt), []
+    add = np.zeros(tiny_model.n_vocab)
+    add[plain[0]], add[7], add[11] = -100.0, 3.5, -2.0
+    for _ in range(len(got)):
+        token = int(np.argmax(tiny_model.logits(tokens)[-1].astype(np.float64) + add))
+        want.append(token)
+        tokens.append(token)
+    assert got == want and plain[0] not in got
+    forced = tiny_model.generate(
+        prompt, max_tokens=4, temperature=0.9, seed=3, logit_bias={42: 100}
+    )
+    assert forced.tokens == [42] * 4
+
+
+@pytest.mark.parametrize(
+    ("bias", "error", "match"),
+    [
+        ({10**6: 1}, ValueError, "outside the vocabulary"),
+        ({1: 101}, ValueError, "must be in \\[-100, 100\\]"),
+        ({"x": 1}, ValueError, "token ids"),
+        ({-1: 1}, ValueError, "token ids"),
+        ([1, 2], TypeError, "must map token ids to numbers"),
+    ],
+)
+def test_logit_bias_is_checked(tiny_model, bias, error, match):
+    with pytest.raises(error, match=match):
+        tiny_model.generate("x", max_tokens=2, logit_bias=bias)

@@ -80,6 +80,18 @@ def test_openai_client_penalties_reach_the_sampler(server, tiny_relu2):
     with bitnet.Model(tiny_relu2, n_ctx=128) as m:
         want = m.generate("Hello", max_tokens=10, temperature=0, **penalties)
     assert got.choices[0].text == want.text
+    # logit_bias in OpenAI's shape (token ids as string keys).
+    biased = client.completions.create(
+        model="tiny-relu2.gguf",
+        prompt="Hello",
+        max_tokens=3,
+        temperature=0,
+        logit_bias={"42": 100},
+    )
+    with bitnet.Model(tiny_relu2, n_ctx=128) as m:
+        assert biased.choices[0].text == m.detokenize([42] * 3)
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "logit_bias": {"x": 1}})
+    assert r.status_code == 422 and r.json()["error"]["param"].startswith("logit_bias")
 
 
 def test_openai_client_content_parts_user_and_include_usage(server):

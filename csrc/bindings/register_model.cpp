@@ -100,6 +100,17 @@ const std::vector<std::pair<const char*, SamplingSetter>>& sampling_setters() {
          p.seed = static_cast<uint32_t>(pyconv::int_arg(v, n, 0, UINT32_MAX));
        }},
       {"stop", [](model::SamplingParams& p, py::handle v, const char* n) { p.stop = pyconv::utf8_list_arg(v, n); }},
+      {"logit_bias", [](model::SamplingParams& p, py::handle v, const char* n) {
+         if (!py::isinstance<py::list>(v)) throw py::type_error(std::string(n) + " must be a list of [token, bias] pairs");
+         for (py::handle pair : py::reinterpret_borrow<py::list>(v)) {
+           if (!py::isinstance<py::sequence>(pair) || py::len(pair) != 2) {
+             throw py::type_error(std::string(n) + " must be a list of [token, bias] pairs");
+           }
+           py::sequence s = py::reinterpret_borrow<py::sequence>(pair);
+           p.logit_bias.emplace_back(static_cast<int32_t>(pyconv::int_arg(s[0], n, 0, INT32_MAX)),
+                                     static_cast<float>(pyconv::float_arg(s[1], n, -100.0, 100.0)));
+         }
+       }},
   };
   return setters;
 }

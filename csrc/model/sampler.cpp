@@ -7,6 +7,20 @@ namespace bitnet::model {
 Sampler::Sampler(const SamplingParams& params, int n_vocab, const std::vector<int32_t>& history)
     : candidates_(static_cast<size_t>(n_vocab)) {
   chain_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
+  if (!params.logit_bias.empty()) {
+    std::vector<llama_logit_bias> biases;
+    for (const auto& [token, bias] : params.logit_bias) {
+      if (token < 0 || token >= n_vocab) {
+        llama_sampler_free(chain_);
+        chain_ = nullptr;
+        throw InvalidArgument("logit_bias names token id " + std::to_string(token) +
+                              ", outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+      }
+      biases.push_back({token, bias});
+    }
+    llama_sampler_chain_add(chain_, llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(biases.size()),
+                                                                  biases.data()));
+  }
   if (params.repeat_penalty != 1.0f || params.presence_penalty != 0.0f || params.frequency_penalty != 0.0f) {
     llama_sampler_chain_add(chain_, llama_sampler_init_penalties(n_vocab, params.repeat_last_n, params.repeat_penalty,
                                                                  params.frequency_penalty, params.presence_penalty));

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llama.h"
@@ -23,6 +24,7 @@ struct SamplingParams {
   int repeat_last_n = 64;
   uint32_t seed = 0;
   std::vector<std::string> stop;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> added to its logit
 };
 
 // The sampler chain of one generation: repetition penalty, then greedy (temperature 0) or

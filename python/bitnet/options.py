@@ -36,6 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 __all__ = [
     "MAX_CONTEXT",
     "MAX_INT32",
+    "MAX_LOGIT_BIAS",
     "MAX_REPEAT_PENALTY",
     "MAX_SEQUENCES",
     "MAX_THREADS",
@@ -62,7 +63,9 @@ MAX_SEQUENCES = 256
 # Larger penalties only push logits past float range; the engine takes floats.
 MAX_REPEAT_PENALTY = 1e6
 
-Kind = Literal["int", "float", "bool", "choice", "texts", "seed", "threads"]
+Kind = Literal["int", "float", "bool", "choice", "texts", "seed", "threads", "bias"]
+# OpenAI's bounds of a logit_bias value.
+MAX_LOGIT_BIAS = 100.0
 _SAME: Any = object()  # "the same default as the library's"
 
 
@@ -72,9 +75,11 @@ class Option:
 
     ``kind``: ``int`` / ``float`` (in ``[low, high]``, ``low`` excluded when ``low_open``),
     ``bool``, ``choice`` (one of ``choices``), ``texts`` (a string or a list of non-empty
-    strings, kept as a tuple), ``seed`` (any integer or None; its low 32 bits are used) or
-    ``threads`` (``"auto"``/None or a count from 1 to MAX_THREADS). ``flags``: the command
-    line's spelling (default ``--name-with-dashes``; empty: not on the command line).
+    strings, kept as a tuple), ``seed`` (any integer or None; its low 32 bits are used),
+    ``threads`` (``"auto"``/None or a count from 1 to MAX_THREADS) or ``bias`` (a mapping of
+    token id -> a number in [-100, 100], ids also as decimal text, kept as sorted pairs).
+    ``flags``: the command line's spelling (default ``--name-with-dashes``; empty: not on the
+    command line).
     ``cli_default``/``server_default``: where the command line or the OpenAI-compatible server
     start from another value (None for the server's ``max_tokens``: whatever fits the context).
     """
@@ -103,6 +108,8 @@ class Option:
             return f"{int(self.low or 0)} to {int(self.high or 0)}"
         if self.kind == "threads":
             return f"'auto' or 1 to {MAX_THREADS}"
+        if self.kind == "bias":
+            return f"token id -> -{MAX_LOGIT_BIAS:g} to {MAX_LOGIT_BIAS:g}"
         return ""
 
 
@@ -180,6 +187,9 @@ class _Options:
             elif opt.kind == "texts":
                 for text in value:
                     out += [flag[-1], text]
+            elif opt.kind == "bias":
+                for token, bias in value:
+                    out += [flag[-1], f"{token}={bias:g}"]
             else:
                 out += [flag[-1], str(value)]
         return out
@@ -257,7 +267,14 @@ class SamplingOptions(_Options):
         "int",
         "how many recent tokens repeat_penalty, presence_penalty and frequency_penalty look at",
         low=0,
-        high=MAX_CONTEXT
+        high=MAX_CONTEXT,
+    )
+    logit_bias: tuple[tuple[int, float], ...] = option(
+        (),
+        "bias",
+        "added to the logits of the given token ids before sampling, as OpenAI's logit_bias "
+        "(-100 all but bans a token, 100 all but forces it)",
+        flags=("--logit-bias",),
     )
     stop: tuple[str, ...] = option(
         (),
@@ -274,7 +291,12 @@ class SamplingOptions(_Options):
 
     def native(self, seed: int) -> dict[str, Any]:
         """The params of ``_core.model.Model.start``: every field, the seed as 32 bits."""
-        return {**self.to_dict(), "seed": seed & 0xFFFFFFFF, "stop": list(self.stop)}
+        return {
+            **self.to_dict(),
+            "seed": seed & 0xFFFFFFFF,
+            "stop": list(self.stop),
+            "logit_bias": [list(pair) for pair in self.logit_bias],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -411,6 +433,36 @@ def _check_texts(opt: Option, name: str, value: Any) -> tuple[str, ...]:
     return texts
 
 
+def _check_bias(opt: Option, name: str, value: Any) -> tuple[tuple[int, float], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list | tuple) and all(
+        isinstance(p, list | tuple) and len(p) == 2 for p in value
+    ):
+        items = [tuple(p) for p in value]
+    else:
+        raise TypeError(
+            f"{name} must map token ids to numbers, e.g. {{15043: -100}}, "
+            f"not {type(value).__name__}"
+        )
+    out: dict[int, float] = {}
+    for key, bias in items:
+        if isinstance(key, str) and key.strip().isdigit():
+            key = int(key)
+        if not is_int(key) or not 0 <= key <= MAX_INT32:
+            raise ValueError(f"{name} keys must be token ids (integers >= 0), got {key!r}")
+        out[int(key)] = _check_float(
+            Option("float", "", low=-MAX_LOGIT_BIAS, high=MAX_LOGIT_BIAS),
+            f"{name}[{key}]",
+            bias,
+        )
+    if len(out) > 1024:
+        raise ValueError(f"{name} has {len(out)} entries; at most 1024 are allowed")
+    return tuple(sorted(out.items()))
+
+
 def _check_seed(opt: Option, name: str, value: Any) -> int | None:
     if value is None:
         return None
@@ -445,6 +497,7 @@ _CHECKS = {
     "texts": _check_texts,
     "seed": _check_seed,
     "threads": _check_threads,
+    "bias": _check_bias,
 }
 
 

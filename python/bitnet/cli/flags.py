@@ -47,6 +47,9 @@ def add_arguments(
         elif opt.kind == "texts":
             kwargs.update(action="append", default=None, metavar="TEXT")
             kwargs["help"] += " (repeatable)"
+        elif opt.kind == "bias":
+            kwargs.update(action="append", default=None, metavar="TOKEN=BIAS", type=_bias_pair)
+            kwargs["help"] += " (repeatable)"
         else:
             kwargs["default"] = default
             if opt.kind == "choice":
@@ -57,6 +60,19 @@ def add_arguments(
             if default is not None:
                 kwargs["help"] += f" (default {default})"
         parser.add_argument(*flags, **kwargs)
+
+
+def _bias_pair(text: str) -> tuple[int, float]:
+    """``TOKEN=BIAS`` of ``--logit-bias`` (checked against the ranges by the options)."""
+    token, sep, bias = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return int(token), float(bias)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected TOKEN=BIAS (a token id and a number), got {text!r}"
+        ) from None
 
 
 def from_arguments(options: type[Any], args: argparse.Namespace, **extra: Any) -> Any:

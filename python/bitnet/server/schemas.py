@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from ..options import Option, SamplingOptions, server_default
+from ..options import MAX_LOGIT_BIAS, Option, SamplingOptions, server_default
 
 __all__ = [
     "ChatCompletionRequest",
@@ -58,6 +58,11 @@ def _sampling_field(f: dataclasses.Field[Any], opt: Option) -> tuple[Any, Any]:
         annotation, default = str | list[str], None
     elif opt.kind == "seed":
         annotation = Integer  # any integer: its low 32 bits seed the sampler
+    elif opt.kind == "bias":  # OpenAI's shape: token ids as JSON object keys
+        bias = Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS, allow_inf_nan=False)]
+        token_id = Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]
+        annotation = Annotated[dict[token_id, bias], Field(max_length=1024)]
+        default = None
     elif opt.kind == "bool":
         annotation = bool
     else:

@@ -84,14 +84,4 @@ void Engine::copy_cache(int src, int dst, int n) {
   n_cached_[dst] = n;
 }
 
-void Engine::check_tokens(const int32_t* tokens, size_t n_tokens) const {
-  const int vocab = n_vocab();
-  for (size_t i = 0; i < n_tokens; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= vocab) {
-      throw InvalidArgument("token id " + std::to_string(tokens[i]) + " is outside the vocabulary [0, " +
-                            std::to_string(vocab) + ")");
-    }
-  }
-}
-
 }  // namespace bitnet::engine

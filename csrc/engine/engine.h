@@ -75,9 +75,6 @@ class Engine {
   // aborts the decode. Set it only while no decode runs.
   void set_interrupt_check(std::function<bool()> check) { interrupt_check_ = std::move(check); }
 
-  // Throws InvalidArgument naming the first token id outside [0, n_vocab).
-  void check_tokens(const int32_t* tokens, size_t n_tokens) const;
-
  protected:
   // A checked batch (see decode_batch); false when aborted.
   virtual bool run_batch(const BatchToken* batch, int n_tokens, float* logits) = 0;

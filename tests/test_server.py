@@ -91,7 +91,42 @@ def test_openai_client_penalties_reach_the_sampler(server, tiny_relu2):
     with bitnet.Model(tiny_relu2, n_ctx=128) as m:
         assert biased.choices[0].text == m.detokenize([42] * 3)
     r = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "logit_bias": {"x": 1}})
+    assert r.status_code == 400 and "logit_bias keys must be token ids" in r.text
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "Hi", "logit_bias": {"1": 101}})
     assert r.status_code == 422 and r.json()["error"]["param"].startswith("logit_bias")
+
+
+def test_openai_client_n_choices_run_together(server, tiny_relu2):
+    from openai import BadRequestError, OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="unused")
+    model = "tiny-relu2.gguf"
+    sampled = {"temperature": 0.9, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "max_tokens": 8}
+    got = client.completions.create(
+        model=model,
+        prompt="Hello",
+        n=2,
+        seed=5,
+        temperature=0.9,
+        top_p=1.0,
+        max_tokens=8,
+        extra_body={"top_k": 0, "min_p": 0.0},
+    )
+    with bitnet.Model(tiny_relu2, n_ctx=128) as m:
+        want = [m.generate("Hello", seed=5 + i, **sampled) for i in range(2)]
+    assert [c.index for c in got.choices] == [0, 1]
+    assert [c.text for c in got.choices] == [w.text for w in want]
+    assert got.usage.completion_tokens == sum(w.usage.completion_tokens for w in want)
+    assert got.usage.prompt_tokens == want[0].usage.prompt_tokens
+    chat = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Hi"}], n=2, max_tokens=5, temperature=0
+    )
+    assert len(chat.choices) == 2
+    assert chat.choices[0].message.content == chat.choices[1].message.content
+    with pytest.raises(BadRequestError, match="more than the 2 generations"):
+        client.completions.create(model=model, prompt="Hello", n=3, max_tokens=2)
+    with pytest.raises(BadRequestError, match="not streamed yet"):
+        client.completions.create(model=model, prompt="Hello", n=2, max_tokens=2, stream=True)
 
 
 def test_openai_client_content_parts_user_and_include_usage(server):

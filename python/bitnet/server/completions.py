@@ -95,6 +95,8 @@ async def generate(
 ) -> Response:
     sup = ready_supervisor(state)
     sampling = _sampling(body, tokens, sup.model.n_ctx)
+    if body.n > 1:
+        return await _choices(request, state, metrics, endpoint, body, tokens, sampling, chat=chat)
     t0 = time.perf_counter()
     items = sup.stream_with_result(tokens, **sampling)
     created = int(time.time())
@@ -193,6 +195,91 @@ async def generate(
     return EventSourceResponse(
         events(), ping=15, headers={"X-Request-ID": request.state.request_id}
     )
+
+
+async def _all_or_none(coros: list[Any]) -> list[Any]:
+    """Await every coroutine; when one fails (or this is cancelled), cancel the others first."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _choices(
+    request: Request,
+    state: ServerState,
+    metrics: Metrics,
+    endpoint: str,
+    body: _Sampling,
+    tokens: list[int],
+    sampling: dict[str, Any],
+    *,
+    chat: bool,
+) -> Response:
+    """n > 1: the choices run as sequences of the model at once (they share its batches)."""
+    parallel = state.config.parallel
+    if body.n > parallel:
+        raise HTTPError(
+            400,
+            f"n={body.n} is more than the {parallel} generations this server runs at once "
+            f"(--parallel); ask for at most {parallel} choices",
+            "invalid_request_error",
+            param="n",
+        )
+    if body.stream:
+        raise HTTPError(
+            400,
+            "n > 1 is not streamed yet; leave stream false, or send one streamed request per "
+            "choice",
+            "invalid_request_error",
+            param="n",
+        )
+    sup = ready_supervisor(state)
+    seed = sampling.get("seed")
+    work = _all_or_none(
+        [
+            sup.generate(tokens, **{**sampling, "seed": None if seed is None else seed + i})
+            for i in range(body.n)
+        ]
+    )
+    try:
+        results: list[GenerationResult] = await _unless_disconnected(request, work)
+    except (QueueFullError, SupervisorClosedError) as exc:
+        metrics.requests.labels(endpoint, "rejected").inc()
+        raise HTTPError(
+            503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
+        ) from None
+    except DeadlineExceededError as exc:
+        metrics.requests.labels(endpoint, "timeout").inc()
+        raise HTTPError(504, str(exc), "timeout") from None
+    except ValueError as exc:
+        metrics.requests.labels(endpoint, "error").inc()
+        raise HTTPError(400, str(exc), "invalid_request_error") from None
+    except _ClientGone:
+        metrics.requests.labels(endpoint, "cancelled").inc()
+        return Response(status_code=499)
+    for result in results:
+        metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
+        metrics.generated_tokens.inc(result.usage.completion_tokens)
+    metrics.requests.labels(endpoint, "ok").inc()
+    rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
+    out = _full_response(rid, int(time.time()), model_id(state.config), results[0], chat)
+    out["choices"] = [
+        {**_full_response(rid, 0, "", r, chat)["choices"][0], "index": i}
+        for i, r in enumerate(results)
+    ]
+    completion = sum(r.usage.completion_tokens for r in results)
+    prompt = results[0].usage.prompt_tokens
+    out["usage"] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return JSONResponse(out)
 
 
 def _usage(result: GenerationResult) -> dict[str, int]:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from ..options import MAX_LOGIT_BIAS, Option, SamplingOptions, server_default
+from ..options import MAX_LOGIT_BIAS, MAX_SEQUENCES, Option, SamplingOptions, server_default
 
 __all__ = [
     "ChatCompletionRequest",
@@ -60,8 +60,9 @@ def _sampling_field(f: dataclasses.Field[Any], opt: Option) -> tuple[Any, Any]:
         annotation = Integer  # any integer: its low 32 bits seed the sampler
     elif opt.kind == "bias":  # OpenAI's shape: token ids as JSON object keys
         bias = Annotated[float, Field(ge=-MAX_LOGIT_BIAS, le=MAX_LOGIT_BIAS, allow_inf_nan=False)]
-        token_id = Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]
-        annotation = Annotated[dict[token_id, bias], Field(max_length=1024)]
+        # Keys are checked by the option (a 400 naming the key): JSON Schema's propertyNames is
+        # not honoured by every client generator.
+        annotation = Annotated[dict[str, bias], Field(max_length=1024)]
         default = None
     elif opt.kind == "bool":
         annotation = bool
@@ -95,7 +96,11 @@ class _Sampling(SamplingFields):  # type: ignore[misc, valid-type]
     stream_options: StreamOptions | None = Field(
         default=None, description="with stream=true: include_usage adds a last chunk with usage"
     )
-    n: _integer(1, 1) = Field(default=1, description="only n=1 is supported")
+    n: _integer(1, MAX_SEQUENCES) = Field(
+        default=1,
+        description="choices to generate: they run together as sequences of the model (at most "
+        "--parallel; with a seed, choice i uses seed + i); n > 1 is not streamed yet",
+    )
     user: Annotated[str, Field(max_length=256)] | None = Field(
         default=None, description="an end-user id (accepted as OpenAI's; not used)"
     )

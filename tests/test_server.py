@@ -125,8 +125,45 @@ def test_openai_client_n_choices_run_together(server, tiny_relu2):
     assert chat.choices[0].message.content == chat.choices[1].message.content
     with pytest.raises(BadRequestError, match="more than the 2 generations"):
         client.completions.create(model=model, prompt="Hello", n=3, max_tokens=2)
-    with pytest.raises(BadRequestError, match="not streamed yet"):
-        client.completions.create(model=model, prompt="Hello", n=2, max_tokens=2, stream=True)
+    # Streamed: the chunks of both choices, interleaved, each with its index.
+    chunks = list(
+        client.completions.create(
+            model=model,
+            prompt="Hello",
+            n=2,
+            seed=5,
+            temperature=0.9,
+            top_p=1.0,
+            max_tokens=8,
+            extra_body={"top_k": 0, "min_p": 0.0},
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts = ["", ""]
+    for c in chunks:
+        for choice in c.choices:
+            texts[choice.index] += choice.text
+    assert texts == [w.text for w in want]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == got.usage.completion_tokens
+    finishes = [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason]
+    assert len(finishes) == 2
+    streamed_chat = list(
+        client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hi"}],
+            n=2,
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+    )
+    replies = ["", ""]
+    for c in streamed_chat:
+        for choice in c.choices:
+            replies[choice.index] += choice.delta.content or ""
+    assert replies == [chat.choices[0].message.content] * 2
 
 
 def test_openai_client_content_parts_user_and_include_usage(server):

@@ -188,9 +188,10 @@ async def generate(
             )
             yield json.dumps(error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
         finally:
-            await items.aclose()
+            # Counted first: on a hang-up this runs in a cancelled task, whose awaits raise.
             if outcome != "done":
                 metrics.requests.labels(endpoint, outcome).inc()
+            await items.aclose()
 
     return EventSourceResponse(
         events(), ping=15, headers={"X-Request-ID": request.state.request_id}
@@ -230,16 +231,12 @@ async def _choices(
             "invalid_request_error",
             param="n",
         )
-    if body.stream:
-        raise HTTPError(
-            400,
-            "n > 1 is not streamed yet; leave stream false, or send one streamed request per "
-            "choice",
-            "invalid_request_error",
-            param="n",
-        )
     sup = ready_supervisor(state)
     seed = sampling.get("seed")
+    if body.stream:
+        return await _streamed_choices(
+            request, state, metrics, endpoint, body, tokens, sampling, chat=chat
+        )
     work = _all_or_none(
         [
             sup.generate(tokens, **{**sampling, "seed": None if seed is None else seed + i})
@@ -280,6 +277,125 @@ async def _choices(
         "total_tokens": prompt + completion,
     }
     return JSONResponse(out)
+
+
+async def _streamed_choices(
+    request: Request,
+    state: ServerState,
+    metrics: Metrics,
+    endpoint: str,
+    body: _Sampling,
+    tokens: list[int],
+    sampling: dict[str, Any],
+    *,
+    chat: bool,
+) -> Response:
+    """n > 1 streamed: the choices' pieces interleaved as they come, each chunk with its index."""
+    sup = ready_supervisor(state)
+    seed = sampling.get("seed")
+    iterators = [
+        sup.stream_with_result(tokens, **{**sampling, "seed": None if seed is None else seed + i})
+        for i in range(body.n)
+    ]
+    queue: asyncio.Queue[tuple[int, Any, BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, items: AsyncIterator[Any]) -> None:
+        try:
+            async for item in items:
+                await queue.put((i, item, None))
+        except BaseException as exc:  # handed to the stream (CancelledError included)
+            await queue.put((i, None, exc))
+
+    pumps = [asyncio.ensure_future(pump(i, it)) for i, it in enumerate(iterators)]
+
+    async def close() -> None:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        for items in iterators:
+            await items.aclose()  # type: ignore[attr-defined]
+
+    try:  # an error before anything was sent is still an HTTP status
+        first = await _unless_disconnected(request, queue.get())
+    except _ClientGone:
+        await close()
+        metrics.requests.labels(endpoint, "cancelled").inc()
+        return Response(status_code=499)
+    if first[2] is not None:
+        await close()
+        exc = first[2]
+        if isinstance(exc, QueueFullError | SupervisorClosedError):
+            metrics.requests.labels(endpoint, "rejected").inc()
+            raise HTTPError(
+                503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
+            )
+        if isinstance(exc, ValueError):
+            metrics.requests.labels(endpoint, "error").inc()
+            raise HTTPError(400, str(exc), "invalid_request_error")
+        raise exc
+    rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
+    created, served = int(time.time()), model_id(state.config)
+
+    async def events() -> AsyncIterator[str]:
+        outcome = "cancelled"
+        results: list[GenerationResult | None] = [None] * body.n
+        try:
+            if chat:
+                for i in range(body.n):
+                    role = {"role": "assistant", "content": ""}
+                    yield json.dumps(_chunk(rid, created, served, role, None, chat, index=i))
+            entry = first
+            while True:
+                i, item, exc = entry
+                if exc is not None:
+                    raise exc
+                if isinstance(item, GenerationResult):
+                    results[i] = item
+                    metrics.prompt_tokens.inc(item.timings.prompt_tokens_evaluated)
+                    metrics.generated_tokens.inc(item.usage.completion_tokens)
+                    end = {} if chat else ""
+                    yield json.dumps(
+                        _chunk(rid, created, served, end, item.finish_reason, chat, index=i)
+                    )
+                    if all(r is not None for r in results):
+                        break
+                else:
+                    delta = {"content": item} if chat else item
+                    yield json.dumps(_chunk(rid, created, served, delta, None, chat, index=i))
+                entry = await queue.get()
+            outcome = "done"
+            metrics.requests.labels(endpoint, "ok").inc()
+            if body.include_usage:
+                done = [r for r in results if r is not None]
+                completion = sum(r.usage.completion_tokens for r in done)
+                prompt = done[0].usage.prompt_tokens
+                usage = {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                }
+                usage_chunk = _chunk(rid, created, served, "", None, chat, usage=usage)
+                usage_chunk["choices"] = []
+                yield json.dumps(usage_chunk)
+            yield "[DONE]"
+        except DeadlineExceededError as exc:
+            outcome = "timeout"
+            yield json.dumps(error_body(str(exc), "timeout", 504))
+        except Exception as exc:  # the status line is long gone: say it in the stream
+            outcome = "error"
+            logging.getLogger("bitnet.server").exception(
+                "stream %s failed", request.state.request_id
+            )
+            yield json.dumps(error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
+        finally:
+            # Counted first: on a hang-up this runs in a cancelled task, whose awaits raise.
+            if outcome != "done":
+                metrics.requests.labels(endpoint, outcome).inc()
+            await close()
+
+    return EventSourceResponse(
+        events(), ping=15, headers={"X-Request-ID": request.state.request_id}
+    )
 
 
 def _usage(result: GenerationResult) -> dict[str, int]:
@@ -327,18 +443,19 @@ def _chunk(
     finish: str | None,
     chat: bool,
     usage: dict[str, int] | None = None,
+    index: int = 0,
 ) -> dict[str, Any]:
     finish_reason = None if finish is None else ("stop" if finish == "abort" else finish)
     if chat:
         choice: dict[str, Any] = {
-            "index": 0,
+            "index": index,
             "delta": delta,
             "finish_reason": finish_reason,
             "logprobs": None,
         }
         kind = "chat.completion.chunk"
     else:
-        choice = {"index": 0, "text": delta, "finish_reason": finish_reason, "logprobs": None}
+        choice = {"index": index, "text": delta, "finish_reason": finish_reason, "logprobs": None}
         kind = "text_completion"
     out: dict[str, Any] = {
         "id": rid,

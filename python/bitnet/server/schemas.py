@@ -99,7 +99,7 @@ class _Sampling(SamplingFields):  # type: ignore[misc, valid-type]
     n: _integer(1, MAX_SEQUENCES) = Field(
         default=1,
         description="choices to generate: they run together as sequences of the model (at most "
-        "--parallel; with a seed, choice i uses seed + i); n > 1 is not streamed yet",
+        "--parallel; with a seed, choice i uses seed + i)",
     )
     user: Annotated[str, Field(max_length=256)] | None = Field(
         default=None, description="an end-user id (accepted as OpenAI's; not used)"

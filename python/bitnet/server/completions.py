@@ -114,28 +114,16 @@ async def generate(
 
     try:
         item = await _unless_disconnected(request, first_item())
-    except (QueueFullError, SupervisorClosedError) as exc:
-        await items.aclose()
-        metrics.requests.labels(endpoint, "rejected").inc()
-        raise HTTPError(
-            503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
-        ) from None
-    except DeadlineExceededError as exc:
-        await items.aclose()
-        metrics.requests.labels(endpoint, "timeout").inc()
-        raise HTTPError(504, str(exc), "timeout") from None
-    except ValueError as exc:
-        await items.aclose()
-        metrics.requests.labels(endpoint, "error").inc()
-        raise HTTPError(400, str(exc), "invalid_request_error") from None
     except _ClientGone:
         metrics.requests.labels(endpoint, "cancelled").inc()
         await items.aclose()
         return Response(status_code=499)  # nobody reads it; the access log records the status
+    except Exception as exc:
+        await items.aclose()
+        raise _refusal(exc, state, metrics, endpoint) from None
 
     def finished(result: GenerationResult) -> None:
-        metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
-        metrics.generated_tokens.inc(result.usage.completion_tokens)
+        _count_tokens(metrics, result)
         if result.timings.generation_decodes:
             metrics.speed.observe(result.timings.generation_tokens_per_second)
         metrics.requests.labels(
@@ -173,20 +161,12 @@ async def generate(
                     usage=_usage(item),
                 )
             )
-            if body.include_usage:  # OpenAI's shape: a last chunk with no choices
-                usage_chunk = _chunk(rid, created, served, "", None, chat, usage=_usage(item))
-                usage_chunk["choices"] = []
-                yield json.dumps(usage_chunk)
+            if body.include_usage:
+                yield json.dumps(_usage_chunk(rid, created, served, chat, _usage(item)))
             yield "[DONE]"
-        except DeadlineExceededError as exc:
-            outcome = "timeout"
-            yield json.dumps(error_body(str(exc), "timeout", 504))
         except Exception as exc:  # the status line is long gone: say it in the stream
-            outcome = "error"
-            logging.getLogger("bitnet.server").exception(
-                "stream %s failed", request.state.request_id
-            )
-            yield json.dumps(error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
+            outcome, event = _stream_failure(exc, request)
+            yield event
         finally:
             # Counted first: on a hang-up this runs in a cancelled task, whose awaits raise.
             if outcome != "done":
@@ -231,37 +211,21 @@ async def _choices(
             "invalid_request_error",
             param="n",
         )
-    sup = ready_supervisor(state)
-    seed = sampling.get("seed")
     if body.stream:
         return await _streamed_choices(
             request, state, metrics, endpoint, body, tokens, sampling, chat=chat
         )
-    work = _all_or_none(
-        [
-            sup.generate(tokens, **{**sampling, "seed": None if seed is None else seed + i})
-            for i in range(body.n)
-        ]
-    )
+    sup = ready_supervisor(state)
+    work = _all_or_none([sup.generate(tokens, **s) for s in _choice_sampling(sampling, body.n)])
     try:
         results: list[GenerationResult] = await _unless_disconnected(request, work)
-    except (QueueFullError, SupervisorClosedError) as exc:
-        metrics.requests.labels(endpoint, "rejected").inc()
-        raise HTTPError(
-            503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
-        ) from None
-    except DeadlineExceededError as exc:
-        metrics.requests.labels(endpoint, "timeout").inc()
-        raise HTTPError(504, str(exc), "timeout") from None
-    except ValueError as exc:
-        metrics.requests.labels(endpoint, "error").inc()
-        raise HTTPError(400, str(exc), "invalid_request_error") from None
     except _ClientGone:
         metrics.requests.labels(endpoint, "cancelled").inc()
         return Response(status_code=499)
+    except Exception as exc:
+        raise _refusal(exc, state, metrics, endpoint) from None
     for result in results:
-        metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
-        metrics.generated_tokens.inc(result.usage.completion_tokens)
+        _count_tokens(metrics, result)
     metrics.requests.labels(endpoint, "ok").inc()
     rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
     out = _full_response(rid, int(time.time()), model_id(state.config), results[0], chat)
@@ -269,13 +233,7 @@ async def _choices(
         {**_full_response(rid, 0, "", r, chat)["choices"][0], "index": i}
         for i, r in enumerate(results)
     ]
-    completion = sum(r.usage.completion_tokens for r in results)
-    prompt = results[0].usage.prompt_tokens
-    out["usage"] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+    out["usage"] = _usage(*results)
     return JSONResponse(out)
 
 
@@ -292,11 +250,7 @@ async def _streamed_choices(
 ) -> Response:
     """n > 1 streamed: the choices' pieces interleaved as they come, each chunk with its index."""
     sup = ready_supervisor(state)
-    seed = sampling.get("seed")
-    iterators = [
-        sup.stream_with_result(tokens, **{**sampling, "seed": None if seed is None else seed + i})
-        for i in range(body.n)
-    ]
+    iterators = [sup.stream_with_result(tokens, **s) for s in _choice_sampling(sampling, body.n)]
     queue: asyncio.Queue[tuple[int, Any, BaseException | None]] = asyncio.Queue()
 
     async def pump(i: int, items: AsyncIterator[Any]) -> None:
@@ -323,16 +277,7 @@ async def _streamed_choices(
         return Response(status_code=499)
     if first[2] is not None:
         await close()
-        exc = first[2]
-        if isinstance(exc, QueueFullError | SupervisorClosedError):
-            metrics.requests.labels(endpoint, "rejected").inc()
-            raise HTTPError(
-                503, str(exc), "unavailable", {"Retry-After": str(state.config.retry_after)}
-            )
-        if isinstance(exc, ValueError):
-            metrics.requests.labels(endpoint, "error").inc()
-            raise HTTPError(400, str(exc), "invalid_request_error")
-        raise exc
+        raise _refusal(first[2], state, metrics, endpoint)
     rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
     created, served = int(time.time()), model_id(state.config)
 
@@ -351,8 +296,7 @@ async def _streamed_choices(
                     raise exc
                 if isinstance(item, GenerationResult):
                     results[i] = item
-                    metrics.prompt_tokens.inc(item.timings.prompt_tokens_evaluated)
-                    metrics.generated_tokens.inc(item.usage.completion_tokens)
+                    _count_tokens(metrics, item)
                     end = {} if chat else ""
                     yield json.dumps(
                         _chunk(rid, created, served, end, item.finish_reason, chat, index=i)
@@ -366,27 +310,12 @@ async def _streamed_choices(
             outcome = "done"
             metrics.requests.labels(endpoint, "ok").inc()
             if body.include_usage:
-                done = [r for r in results if r is not None]
-                completion = sum(r.usage.completion_tokens for r in done)
-                prompt = done[0].usage.prompt_tokens
-                usage = {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": completion,
-                    "total_tokens": prompt + completion,
-                }
-                usage_chunk = _chunk(rid, created, served, "", None, chat, usage=usage)
-                usage_chunk["choices"] = []
-                yield json.dumps(usage_chunk)
+                usage = _usage(*(r for r in results if r is not None))
+                yield json.dumps(_usage_chunk(rid, created, served, chat, usage))
             yield "[DONE]"
-        except DeadlineExceededError as exc:
-            outcome = "timeout"
-            yield json.dumps(error_body(str(exc), "timeout", 504))
         except Exception as exc:  # the status line is long gone: say it in the stream
-            outcome = "error"
-            logging.getLogger("bitnet.server").exception(
-                "stream %s failed", request.state.request_id
-            )
-            yield json.dumps(error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
+            outcome, event = _stream_failure(exc, request)
+            yield event
         finally:
             # Counted first: on a hang-up this runs in a cancelled task, whose awaits raise.
             if outcome != "done":
@@ -398,12 +327,57 @@ async def _streamed_choices(
     )
 
 
-def _usage(result: GenerationResult) -> dict[str, int]:
+def _refusal(exc: BaseException, state: ServerState, metrics: Metrics, endpoint: str) -> Any:
+    """What a generation that failed before anything was sent answers: its HTTP error
+    (counted), or the exception itself when it has no status of its own."""
+    if isinstance(exc, QueueFullError | SupervisorClosedError):
+        metrics.requests.labels(endpoint, "rejected").inc()
+        headers = {"Retry-After": str(state.config.retry_after)}
+        return HTTPError(503, str(exc), "unavailable", headers)
+    if isinstance(exc, DeadlineExceededError):
+        metrics.requests.labels(endpoint, "timeout").inc()
+        return HTTPError(504, str(exc), "timeout")
+    if isinstance(exc, ValueError):
+        metrics.requests.labels(endpoint, "error").inc()
+        return HTTPError(400, str(exc), "invalid_request_error")
+    return exc
+
+
+def _stream_failure(exc: Exception, request: Request) -> tuple[str, str]:
+    """(outcome, error event) of a stream that failed after its status line was sent."""
+    if isinstance(exc, DeadlineExceededError):
+        return "timeout", json.dumps(error_body(str(exc), "timeout", 504))
+    logging.getLogger("bitnet.server").exception("stream %s failed", request.state.request_id)
+    return "error", json.dumps(error_body(f"{type(exc).__name__}: {exc}", "server_error", 500))
+
+
+def _choice_sampling(sampling: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The settings of each of n choices: with a seed, choice i uses seed + i."""
+    seed = sampling.get("seed")
+    return [{**sampling, "seed": None if seed is None else seed + i} for i in range(n)]
+
+
+def _count_tokens(metrics: Metrics, result: GenerationResult) -> None:
+    metrics.prompt_tokens.inc(result.timings.prompt_tokens_evaluated)
+    metrics.generated_tokens.inc(result.usage.completion_tokens)
+
+
+def _usage(*results: GenerationResult) -> dict[str, int]:
+    """Usage of one result, or of the choices of one request (one prompt, every completion)."""
+    prompt = results[0].usage.prompt_tokens
+    completion = sum(r.usage.completion_tokens for r in results)
     return {
-        "prompt_tokens": result.usage.prompt_tokens,
-        "completion_tokens": result.usage.completion_tokens,
-        "total_tokens": result.usage.total_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
     }
+
+
+def _usage_chunk(rid: str, created: int, model: str, chat: bool, usage: dict[str, int]) -> Any:
+    """stream_options.include_usage: OpenAI's last chunk, with no choices."""
+    out = _chunk(rid, created, model, "", None, chat, usage=usage)
+    out["choices"] = []
+    return out
 
 
 def _full_response(

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/layout.h"
 #include "kernels/ternary.h"
@@ -18,6 +19,23 @@
 #endif
 
 namespace bitnet::kernels::detail {
+
+// f(std::integral_constant<int, T>{}) for T = n_tokens, 1 <= T <= kMaxMultiTokens (more: the
+// largest): how a multi-token kernel picks its compile-time token count.
+template <typename F>
+inline void with_token_count(int n_tokens, F&& f) {
+  static_assert(kMaxMultiTokens == 8, "with_token_count lists 1..8");
+  switch (n_tokens) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    default: return f(std::integral_constant<int, 8>{});
+  }
+}
 
 // ---- scalar (ternary_scalar.cpp): the reference every other implementation is tested against
 

@@ -195,16 +195,7 @@ __attribute__((target("avx2"))) void avx2_rows_multi(const uint8_t* w, int64_t w
 template <Layout L>
 void avx2_multi(const uint8_t* w, int64_t ws, int64_t n_rows, const int8_t* x, int64_t xs, int n_tokens, int64_t k,
                 int32_t* out) {
-  switch (n_tokens) {
-    case 1: return avx2_rows_multi<L, 1>(w, ws, n_rows, x, xs, k, out);
-    case 2: return avx2_rows_multi<L, 2>(w, ws, n_rows, x, xs, k, out);
-    case 3: return avx2_rows_multi<L, 3>(w, ws, n_rows, x, xs, k, out);
-    case 4: return avx2_rows_multi<L, 4>(w, ws, n_rows, x, xs, k, out);
-    case 5: return avx2_rows_multi<L, 5>(w, ws, n_rows, x, xs, k, out);
-    case 6: return avx2_rows_multi<L, 6>(w, ws, n_rows, x, xs, k, out);
-    case 7: return avx2_rows_multi<L, 7>(w, ws, n_rows, x, xs, k, out);
-    default: return avx2_rows_multi<L, 8>(w, ws, n_rows, x, xs, k, out);
-  }
+  with_token_count(n_tokens, [&](auto t) { avx2_rows_multi<L, decltype(t)::value>(w, ws, n_rows, x, xs, k, out); });
 }
 
 }  // namespace

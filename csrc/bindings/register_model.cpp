@@ -28,6 +28,7 @@ using model::Model;
 constexpr int64_t kMaxContext = int64_t{1} << 24;
 constexpr int64_t kMaxThreads = GGML_MAX_N_THREADS;  // ggml's thread pools abort beyond it
 constexpr int64_t kMaxSequences = 256;               // libllama's LLAMA_MAX_SEQ
+constexpr int64_t kMaxLogprobs = 20;                 // OpenAI's bound of top_logprobs
 
 // Lets Ctrl+C stop native work started from the main thread, the only one Python delivers
 // signals to. The check runs on the decoding thread at most every 50 ms and takes the GIL only
@@ -111,8 +112,26 @@ const std::vector<std::pair<const char*, SamplingSetter>>& sampling_setters() {
                                      static_cast<float>(pyconv::float_arg(s[1], n, -100.0, 100.0)));
          }
        }},
+      {"grammar", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.grammar = v.is_none() ? std::string() : pyconv::utf8_arg(v, n);
+       }},
+      {"logprobs", [](model::SamplingParams& p, py::handle v, const char* n) {
+         p.logprobs = v.is_none() ? -1 : static_cast<int>(pyconv::int_arg(v, n, 0, kMaxLogprobs));
+       }},
   };
   return setters;
+}
+
+py::list logprob_entries(const std::vector<model::TokenLogprob>& entries, const model::Vocab& vocab) {
+  py::list out;
+  for (const model::TokenLogprob& e : entries) {
+    py::list top;
+    for (const auto& [token, logprob] : e.top) {
+      top.append(py::make_tuple(token, py::bytes(vocab.token_bytes(token, true)), logprob));
+    }
+    out.append(py::make_tuple(e.token, py::bytes(vocab.token_bytes(e.token, true)), e.logprob, top));
+  }
+  return out;
 }
 
 model::SamplingParams sampling_params(py::handle params) {
@@ -197,7 +216,15 @@ void register_model(py::module_& m) {
       .def_property_readonly("prompt_ms", [](const Generator& g) { return g.stats().prompt_ms; })
       .def_property_readonly("generation_ms", [](const Generator& g) { return g.stats().generation_ms; })
       .def_property_readonly("n_generation_decodes", [](const Generator& g) { return g.stats().n_generation_decodes; })
-      .def_property_readonly("queue_ms", [](const Generator& g) { return g.stats().queue_ms; });
+      .def_property_readonly("queue_ms", [](const Generator& g) { return g.stats().queue_ms; })
+      .def(
+          "take_logprobs",
+          [](Generator& g) { return logprob_entries(g.take_logprobs(), g.vocab()); },
+          "Entries (token, bytes, logprob, [(token, bytes, logprob)...]) of the tokens whose text "
+          "was handed out since the last call (params logprobs set).")
+      .def_property_readonly(
+          "logprobs", [](const Generator& g) { return logprob_entries(g.stats().logprobs, g.vocab()); },
+          "Every entry of the finished generation's text (params logprobs set).");
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded GGUF model: engine, KV cache and vocabulary.")
       .def(py::init([](py::handle path, py::handle engine, py::handle n_ctx, py::handle n_batch, py::handle n_threads,

@@ -6,6 +6,8 @@
 
 namespace bitnet::model {
 
+const Vocab& Generator::vocab() const { return model_->vocab(); }
+
 namespace {
 constexpr std::chrono::milliseconds kPoll{50};
 }  // namespace

@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "model/sequence.h"
 
@@ -28,6 +29,10 @@ class Generator {
   bool done() const { return ended_; }
   GenerationStats stats() const { return seq_->stats(); }
   std::string text() const { return seq_->text(); }
+  // SamplingParams::logprobs >= 0: the entries of the tokens whose text step() handed out
+  // since the last call.
+  std::vector<TokenLogprob> take_logprobs() { return seq_->take_logprobs(); }
+  const Vocab& vocab() const;
 
   // Steps to the end. `on_text` gets each non-empty piece and returns true to stop early.
   void run(const std::function<bool(const std::string&)>& on_text);

@@ -25,23 +25,33 @@ struct SamplingParams {
   uint32_t seed = 0;
   std::vector<std::string> stop;
   std::vector<std::pair<int32_t, float>> logit_bias;  // token id -> added to its logit
+  std::string grammar;  // GBNF with a `root` rule: every token must continue it ("": none)
+  int logprobs = -1;    // -1: none; k >= 0: each token's log-probability and the k most likely
 };
 
-// The sampler chain of one generation: repetition penalty, then greedy (temperature 0) or
-// top-k, top-p, min-p, temperature and a seeded draw. Not copyable; frees the chain.
+// The sampler chain of one generation: logit bias, penalties, then greedy (temperature 0) or
+// top-k, top-p, min-p, temperature and a seeded draw; with a grammar, only tokens that continue
+// it (libllama's grammar sampler). Not copyable; frees the samplers.
 class Sampler {
  public:
-  // `history` (the prompt) counts for the repetition penalty.
-  Sampler(const SamplingParams& params, int n_vocab, const std::vector<int32_t>& history);
+  // `history` (the prompt) counts for the penalties. An invalid grammar is InvalidArgument.
+  Sampler(const SamplingParams& params, const llama_vocab* vocab, int n_vocab,
+          const std::vector<int32_t>& history);
   ~Sampler();
   Sampler(const Sampler&) = delete;
   Sampler& operator=(const Sampler&) = delete;
 
-  // The next token for `logits` (n_vocab floats); it joins the history.
+  // The next token for `logits` (n_vocab floats); it joins the history. With a grammar, a
+  // grammar that no token can continue is InvalidArgument.
   int32_t sample(const float* logits);
 
  private:
+  void fill(const float* logits);
+  void free_all();
+
   llama_sampler* chain_ = nullptr;
+  llama_sampler* grammar_ = nullptr;
+  int n_sampled_ = 0;
   std::vector<llama_token_data> candidates_;
 };
 

@@ -1,6 +1,7 @@
 #include "model/sequence.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "errors.h"
@@ -40,7 +41,7 @@ Sequence::Sequence(std::vector<int32_t> prompt, SamplingParams params, const Voc
   if (all_logits_) {
     prompt_logits_.resize(prompt_.size() * static_cast<size_t>(n_vocab_));
   } else {
-    sampler_ = std::make_unique<Sampler>(params_, n_vocab_, prompt_);
+    sampler_ = std::make_unique<Sampler>(params_, vocab_.raw(), n_vocab_, prompt_);
   }
 }
 
@@ -85,6 +86,13 @@ std::vector<float> Sequence::take_logits() {
   return std::move(prompt_logits_);
 }
 
+std::vector<TokenLogprob> Sequence::take_logprobs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<TokenLogprob> out = std::move(ready_logprobs_);
+  ready_logprobs_.clear();
+  return out;
+}
+
 // ---- scheduler side
 
 void Sequence::store_prompt_logits(int index, const float* logits) {
@@ -102,13 +110,42 @@ void Sequence::on_logits(const float* logits) {
   if (cancelled()) return finish("abort");
   const int32_t token = sampler_->sample(logits);
   if (vocab_.is_end_of_generation(token)) return finish("stop");
+  if (params_.logprobs >= 0) record_logprobs(logits, token);
   tokens_.push_back(token);
-  pending_bytes_ += vocab_.token_bytes(token, false);
+  const std::string bytes = vocab_.token_bytes(token, false);
+  generated_bytes_ += bytes.size();
+  pending_bytes_ += bytes;
   take_final_text(false);
   if (done_) return;  // a stop string
   // The next token needs a free position for itself.
   if (static_cast<int>(tokens_.size()) >= params_.max_tokens || n_past + 1 >= n_ctx_) return finish("length");
   pending_token = token;
+}
+
+void Sequence::record_logprobs(const float* logits, int32_t token) {
+  // log_softmax(logits)[i] = logits[i] - max - log(sum(exp(logits - max))), in double.
+  float max = logits[0];
+  for (int i = 1; i < n_vocab_; ++i) max = std::max(max, logits[i]);
+  double sum = 0.0;
+  for (int i = 0; i < n_vocab_; ++i) sum += std::exp(static_cast<double>(logits[i] - max));
+  const double log_z = static_cast<double>(max) + std::log(sum);
+  auto logprob = [&](int32_t t) { return static_cast<float>(static_cast<double>(logits[t]) - log_z); };
+  TokenLogprob entry;
+  entry.token = token;
+  entry.logprob = logprob(token);
+  entry.offset = generated_bytes_;
+  const int k = std::min(params_.logprobs, n_vocab_);
+  if (k > 0) {
+    std::vector<int32_t> ids(static_cast<size_t>(n_vocab_));
+    for (int i = 0; i < n_vocab_; ++i) ids[static_cast<size_t>(i)] = i;
+    // Highest logit first; equal logits by token id, so the list does not depend on the sort.
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    });
+    entry.top.reserve(static_cast<size_t>(k));
+    for (int i = 0; i < k; ++i) entry.top.emplace_back(ids[static_cast<size_t>(i)], logprob(ids[static_cast<size_t>(i)]));
+  }
+  logprobs_.push_back(std::move(entry));
 }
 
 void Sequence::take_final_text(bool flush) {
@@ -120,7 +157,7 @@ void Sequence::take_final_text(bool flush) {
     std::string out = held_.substr(0, stop_at);
     held_.clear();
     done_ = true;
-    publish(std::move(out), "stop");
+    publish(std::move(out), "stop", /*cut=*/true);
     return;
   }
   // Hold back a tail that could still grow into a stop string.
@@ -158,11 +195,20 @@ void Sequence::fail(std::exception_ptr error) {
   publish(std::string(), "abort");
 }
 
-void Sequence::publish(std::string piece, const char* finish_reason) {
+void Sequence::publish(std::string piece, const char* finish_reason, bool cut) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     final_text_ += piece;
     ready_ += piece;
+    // A token's entry goes out with the first text of its bytes; at the end, every entry but
+    // those of tokens a stop string cut off.
+    const bool all = finish_reason != nullptr && !cut;
+    while (logprobs_published_ < logprobs_.size() &&
+           (all || logprobs_[logprobs_published_].offset < final_text_.size())) {
+      ready_logprobs_.push_back(logprobs_[logprobs_published_]);
+      stats_.logprobs.push_back(logprobs_[logprobs_published_]);
+      ++logprobs_published_;
+    }
     if (finish_reason != nullptr) {
       finished_ = true;
       stats_.finish_reason = finish_reason;

@@ -10,12 +10,22 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/sampler.h"
 #include "model/vocab.h"
 
 namespace bitnet::model {
+
+// A generated token's log-probability under the model (log-softmax of the logits the sampler
+// was given) and the most likely alternatives at its position.
+struct TokenLogprob {
+  int32_t token = -1;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // most likely first
+  size_t offset = 0;  // where its bytes start in the generated text (before a stop string cut it)
+};
 
 struct GenerationStats {
   std::string finish_reason;  // "stop" | "length" | "abort"
@@ -26,6 +36,7 @@ struct GenerationStats {
   double generation_ms = 0.0;  // the decode batches it took part in
   int n_generation_decodes = 0;
   double queue_ms = 0.0;       // from submission to its first batch
+  std::vector<TokenLogprob> logprobs;  // params.logprobs >= 0: one per token of the text
 };
 
 class Sequence {
@@ -54,6 +65,9 @@ class Sequence {
   void rethrow_error() const;
   // The prompt's logits (all_logits), moved out once finished.
   std::vector<float> take_logits();
+  // params.logprobs >= 0: the entries of the tokens whose text was handed out since the last
+  // call (a token cut off by a stop string has none).
+  std::vector<TokenLogprob> take_logprobs();
 
   // ---- the scheduler's thread
 
@@ -83,7 +97,9 @@ class Sequence {
  private:
   // Moves newly final text into the mailbox; a stop string ends the sequence.
   void take_final_text(bool flush);
-  void publish(std::string piece, const char* finish_reason);
+  // `cut`: a stop string ended the text; entries of tokens past its end are dropped.
+  void publish(std::string piece, const char* finish_reason, bool cut = false);
+  void record_logprobs(const float* logits, int32_t token);
 
   const std::vector<int32_t> prompt_;
   const SamplingParams params_;
@@ -94,6 +110,9 @@ class Sequence {
   std::unique_ptr<Sampler> sampler_;
   std::vector<float> prompt_logits_;
   std::vector<int32_t> tokens_;
+  std::vector<TokenLogprob> logprobs_;  // one per token of tokens_ (params.logprobs >= 0)
+  size_t generated_bytes_ = 0;          // bytes of tokens_ so far
+  size_t logprobs_published_ = 0;       // entries of logprobs_ handed to the mailbox
   std::string pending_bytes_;  // token bytes not yet a complete UTF-8 character
   std::string held_;           // decoded text held back (it could start a stop string)
   bool done_ = false;          // the scheduler's view
@@ -105,6 +124,7 @@ class Sequence {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string ready_;       // final text not yet taken
+  std::vector<TokenLogprob> ready_logprobs_;  // entries of that text
   std::string final_text_;  // all final text
   bool finished_ = false;
   GenerationStats stats_;   // filled when it finishes

@@ -25,6 +25,8 @@ class Vocab {
   std::string detokenize(const std::vector<int32_t>& tokens, bool special) const;
   // The GGUF's default chat template, or "" when it has none.
   std::string chat_template() const;
+  // libllama's vocabulary, for its grammar sampler.
+  const llama_vocab* raw() const { return vocab_; }
 
  private:
   std::vector<int32_t> tokenize_unguarded(const std::string& text, bool add_bos, bool special) const;

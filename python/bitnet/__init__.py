@@ -20,7 +20,7 @@ from .errors import BitNetError, EngineError, ListenError, ModelLoadError, Nativ
 
 if TYPE_CHECKING:
     from .chat import BUILTIN_CHAT_TEMPLATE
-    from .model import GenerationResult, Model, TextStream, Timings, Usage
+    from .model import GenerationResult, Model, TextPiece, TextStream, Timings, TokenLogprob, Usage
     from .options import LoadOptions, SamplingOptions
 
     __version__: str
@@ -37,8 +37,10 @@ _LAZY = {
     "LoadOptions": ".options",
     "Model": ".model",
     "SamplingOptions": ".options",
+    "TextPiece": ".model",
     "TextStream": ".model",
     "Timings": ".model",
+    "TokenLogprob": ".model",
     "Usage": ".model",
 }
 
@@ -78,8 +80,10 @@ __all__ = [
     "ModelLoadError",
     "NativeExtensionError",
     "SamplingOptions",
+    "TextPiece",
     "TextStream",
     "Timings",
+    "TokenLogprob",
     "Usage",
     "__version__",
     "build_info",

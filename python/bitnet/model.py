@@ -21,7 +21,15 @@ from .formats.cache import loadable_path
 from .formats.gguf import read_tables
 from .options import LoadOptions, SamplingOptions, is_int, takes_options
 
-__all__ = ["GenerationResult", "Model", "TextStream", "Timings", "Usage"]
+__all__ = [
+    "GenerationResult",
+    "Model",
+    "TextPiece",
+    "TextStream",
+    "Timings",
+    "TokenLogprob",
+    "Usage",
+]
 
 FinishReason = Literal["stop", "length", "abort"]
 Prompt = str | Sequence[int]
@@ -67,14 +75,59 @@ def _rate(count: int, ms: float) -> float:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability under the model (``logprobs=k``).
+
+    ``logprob`` is the log-softmax of the logits the sampler was given (before temperature,
+    top-k/top-p and penalties, after nothing), so it says how likely the model found the token
+    whatever the sampling settings. ``top`` holds the ``k`` most likely tokens at that position,
+    most likely first (their own ``top`` is empty). ``bytes`` are the token's raw bytes (part of
+    a UTF-8 character for some tokens); ``text`` decodes them, with U+FFFD for an incomplete
+    character.
+    """
+
+    token: int
+    text: str
+    bytes: bytes
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
 class GenerationResult:
-    """What :meth:`Model.generate` and :meth:`Model.chat` return."""
+    """What :meth:`Model.generate` and :meth:`Model.chat` return.
+
+    ``logprobs`` (with ``logprobs=k``, else None) has one entry per token of ``text``: a token a
+    stop string cut off has none.
+    """
 
     text: str
     tokens: list[int]
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+class TextPiece(str):
+    """A piece of streamed text; ``logprobs`` holds the entries of the tokens whose text starts
+    in it (with ``logprobs=k``, else None)."""
+
+    logprobs: tuple[TokenLogprob, ...] | None = None
+
+
+def _logprob_entries(raw: Any) -> tuple[TokenLogprob, ...]:
+    """The native (token, bytes, logprob, top) tuples as TokenLogprobs."""
+    return tuple(
+        TokenLogprob(
+            token,
+            data.decode("utf-8", "replace"),
+            data,
+            logprob,
+            tuple(TokenLogprob(t, d.decode("utf-8", "replace"), d, lp) for t, d, lp in top),
+        )
+        for token, data, logprob, top in raw
+    )
 
 
 class Model:
@@ -244,12 +297,13 @@ class Model:
         full. ``temperature=0`` is greedy decoding. The sampling settings come as keywords or
         as a :class:`bitnet.options.SamplingOptions` (keywords override it).
         """
-        gen = self._start(self._prompt_tokens(prompt), SamplingOptions.build(options, **overrides))
+        opts = SamplingOptions.build(options, **overrides)
+        gen = self._start(self._prompt_tokens(prompt), opts)
         try:
             gen.run()
         finally:
             gen.close()
-        return _result(gen)
+        return _result(gen, opts)
 
     @takes_options(SamplingOptions)
     def generate_batch(
@@ -277,7 +331,7 @@ class Model:
         finally:
             for gen in gens:
                 gen.close()
-        return [_result(gen) for gen in gens]
+        return [_result(gen, opts) for gen in gens]
 
     @takes_options(SamplingOptions)
     def stream(
@@ -290,7 +344,7 @@ class Model:
         the returned :class:`TextStream` also has ``result`` and a thread-safe ``cancel()``.
         """
         opts = SamplingOptions.build(options, **overrides)
-        return TextStream(self._start(self._prompt_tokens(prompt), opts))
+        return TextStream(self._start(self._prompt_tokens(prompt), opts), opts)
 
     @takes_options(SamplingOptions)
     def chat(
@@ -384,7 +438,8 @@ class Model:
 
 
 class TextStream(Iterator[str]):
-    """What :meth:`Model.stream` returns: an iterator of text pieces.
+    """What :meth:`Model.stream` returns: an iterator of text pieces (:class:`TextPiece`, a str
+    that also carries the pieces' ``logprobs``).
 
     The generation runs from the moment ``stream()`` returns (on the model's scheduler, beside
     the model's other generations); iterating hands out its text. ``result`` holds the
@@ -394,19 +449,23 @@ class TextStream(Iterator[str]):
     frees its sequence.
     """
 
-    def __init__(self, generator: Any) -> None:
+    def __init__(self, generator: Any, options: SamplingOptions) -> None:
         self._gen = generator
+        self._options = options
 
     def __iter__(self) -> TextStream:
         return self
 
-    def __next__(self) -> str:
+    def __next__(self) -> TextPiece:
         gen = self._gen
         try:
             while not gen.done:
                 piece = gen.step()
                 if piece:
-                    return piece
+                    out = TextPiece(piece)
+                    if self._options.logprobs is not None:
+                        out.logprobs = _logprob_entries(gen.take_logprobs())
+                    return out
         except BaseException:
             gen.close()
             raise
@@ -423,7 +482,7 @@ class TextStream(Iterator[str]):
     @property
     def result(self) -> GenerationResult | None:
         """The whole generation's result once it has ended, else None."""
-        return _result(self._gen) if self._gen.done else None
+        return _result(self._gen, self._options) if self._gen.done else None
 
     def __enter__(self) -> TextStream:
         return self
@@ -432,7 +491,7 @@ class TextStream(Iterator[str]):
         self.close()
 
 
-def _result(gen: Any) -> GenerationResult:
+def _result(gen: Any, options: SamplingOptions) -> GenerationResult:
     return GenerationResult(
         text=gen.text,
         tokens=list(gen.tokens),
@@ -444,4 +503,5 @@ def _result(gen: Any) -> GenerationResult:
             prompt_tokens_evaluated=gen.n_prompt_evaluated,
             generation_decodes=gen.n_generation_decodes,
         ),
+        logprobs=None if options.logprobs is None else _logprob_entries(gen.logprobs),
     )

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import numbers
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -63,7 +64,19 @@ MAX_SEQUENCES = 256
 # Larger penalties only push logits past float range; the engine takes floats.
 MAX_REPEAT_PENALTY = 1e6
 
-Kind = Literal["int", "float", "bool", "choice", "texts", "seed", "threads", "bias"]
+Kind = Literal[
+    "int",
+    "float",
+    "bool",
+    "choice",
+    "texts",
+    "seed",
+    "threads",
+    "bias",
+    "grammar",
+    "schema",
+    "count",
+]
 # OpenAI's bounds of a logit_bias value.
 MAX_LOGIT_BIAS = 100.0
 _SAME: Any = object()  # "the same default as the library's"
@@ -76,8 +89,10 @@ class Option:
     ``kind``: ``int`` / ``float`` (in ``[low, high]``, ``low`` excluded when ``low_open``),
     ``bool``, ``choice`` (one of ``choices``), ``texts`` (a string or a list of non-empty
     strings, kept as a tuple), ``seed`` (any integer or None; its low 32 bits are used),
-    ``threads`` (``"auto"``/None or a count from 1 to MAX_THREADS) or ``bias`` (a mapping of
-    token id -> a number in [-100, 100], ids also as decimal text, kept as sorted pairs).
+    ``threads`` (``"auto"``/None or a count from 1 to MAX_THREADS), ``bias`` (a mapping of
+    token id -> a number in [-100, 100], ids also as decimal text, kept as sorted pairs),
+    ``grammar`` (GBNF text or None), ``schema`` (a JSON Schema as a mapping or JSON text, or
+    None; kept as a dict) or ``count`` (None or an int in ``[low, high]``).
     ``flags``: the command line's spelling (default ``--name-with-dashes``; empty: not on the
     command line).
     ``cli_default``/``server_default``: where the command line or the OpenAI-compatible server
@@ -93,6 +108,7 @@ class Option:
     flags: tuple[str, ...] | None = None
     cli_default: Any = _SAME
     server_default: Any = _SAME
+    server_field: bool = True  # False: the server's endpoints spell it their own way
 
     def check(self, name: str, value: Any) -> Any:
         """``value`` as this option's type, or TypeError/ValueError naming ``name``."""
@@ -104,7 +120,7 @@ class Option:
             return ", ".join(self.choices)
         if self.kind == "float":
             return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
-        if self.kind == "int":
+        if self.kind in ("int", "count"):
             return f"{int(self.low or 0)} to {int(self.high or 0)}"
         if self.kind == "threads":
             return f"'auto' or 1 to {MAX_THREADS}"
@@ -190,6 +206,8 @@ class _Options:
             elif opt.kind == "bias":
                 for token, bias in value:
                     out += [flag[-1], f"{token}={bias:g}"]
+            elif opt.kind == "schema":
+                out += [flag[-1], json.dumps(value)]
             else:
                 out += [flag[-1], str(value)]
         return out
@@ -288,15 +306,52 @@ class SamplingOptions(_Options):
         "sampling seed (repeatable output); none: the model's seed, else a random one",
         flags=("-s", "--seed"),
     )
+    grammar: str | None = option(
+        None,
+        "grammar",
+        "a GBNF grammar (llama.cpp's format, with a root rule) every token must continue; the "
+        "generation ends only where it is complete (or at max_tokens, unfinished)",
+        flags=("--grammar",),
+    )
+    json_schema: Mapping[str, Any] | None = option(
+        None,
+        "schema",
+        "a JSON Schema the text must validate against (a grammar made from it; "
+        '{"type": "object"} is JSON mode); cut by max_tokens, it is an unfinished document '
+        "and finish_reason is length",
+        flags=("--json-schema",),
+    )
+    logprobs: int | None = option(
+        None,
+        "count",
+        "report each generated token's log-probability and this many most likely alternatives "
+        "(GenerationResult.logprobs; None: off)",
+        low=0,
+        high=20,
+        flags=("--logprobs",),
+        server_field=False,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.grammar is not None and self.json_schema is not None:
+            raise ValueError("give grammar or json_schema, not both")
 
     def native(self, seed: int) -> dict[str, Any]:
-        """The params of ``_core.model.Model.start``: every field, the seed as 32 bits."""
-        return {
+        """The params of ``_core.model.Model.start``: every field, the seed as 32 bits, a
+        json_schema as the grammar made from it."""
+        params = {
             **self.to_dict(),
             "seed": seed & 0xFFFFFFFF,
             "stop": list(self.stop),
             "logit_bias": [list(pair) for pair in self.logit_bias],
         }
+        schema = params.pop("json_schema")
+        if schema is not None:
+            from .grammar import json_schema_grammar
+
+            params["grammar"] = json_schema_grammar(schema)
+        return params
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -463,6 +518,31 @@ def _check_bias(opt: Option, name: str, value: Any) -> tuple[tuple[int, float], 
     return tuple(sorted(out.items()))
 
 
+def _check_grammar(opt: Option, name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    from .grammar import check_grammar
+
+    check_grammar(value, name)
+    from ._native import _core
+
+    _core.model.check_text(value, name)  # refuses lone surrogates, naming where
+    return value
+
+
+def _check_schema(opt: Option, name: str, value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    from .grammar import json_schema_grammar
+
+    json_schema_grammar(value, name)  # refuses what cannot be enforced, naming where
+    return json.loads(value) if isinstance(value, str) else json.loads(json.dumps(value))
+
+
+def _check_count(opt: Option, name: str, value: Any) -> int | None:
+    return None if value is None else _check_int(opt, name, value)
+
+
 def _check_seed(opt: Option, name: str, value: Any) -> int | None:
     if value is None:
         return None
@@ -498,6 +578,9 @@ _CHECKS = {
     "seed": _check_seed,
     "threads": _check_threads,
     "bias": _check_bias,
+    "grammar": _check_grammar,
+    "schema": _check_schema,
+    "count": _check_count,
 }
 
 

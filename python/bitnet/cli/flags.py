@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..options import cli_default, flags_of
@@ -22,7 +23,26 @@ def _threads_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"must be 'auto' or an integer, got {value!r}") from None
 
 
-_ARG_TYPES: Mapping[str, Any] = {"int": int, "float": float, "seed": int, "threads": _threads_arg}
+def _text_or_file(value: str) -> str:
+    """A flag's text, or with a leading ``@`` the contents of that file (curl's convention)."""
+    if not value.startswith("@"):
+        return value
+    try:
+        return Path(value[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {value[1:]!r}: {exc}") from None
+
+
+_ARG_TYPES: Mapping[str, Any] = {
+    "int": int,
+    "float": float,
+    "seed": int,
+    "threads": _threads_arg,
+    "count": int,
+    "grammar": _text_or_file,
+    "schema": _text_or_file,
+}
+_METAVARS: Mapping[str, str] = {"float": "X", "grammar": "GBNF", "schema": "JSON"}
 
 
 def add_arguments(
@@ -56,7 +76,9 @@ def add_arguments(
                 kwargs["choices"] = list(opt.choices)
             else:
                 kwargs["type"] = _ARG_TYPES[opt.kind]
-                kwargs["metavar"] = "X" if opt.kind == "float" else "N"
+                kwargs["metavar"] = _METAVARS.get(opt.kind, "N")
+                if opt.kind in ("grammar", "schema"):
+                    kwargs["help"] += " (@FILE reads it from a file)"
             if default is not None:
                 kwargs["help"] += f" (default {default})"
         parser.add_argument(*flags, **kwargs)

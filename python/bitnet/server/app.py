@@ -237,6 +237,6 @@ async def completions(body: CompletionRequest, request: Request, state: State) -
 async def chat_completions(body: ChatCompletionRequest, request: Request, state: State) -> Response:
     check_model_name(state.config, body.model)
     sup = ready_supervisor(state)
-    tokens = sup.model.chat_tokens([{"role": m.role, "content": m.text()} for m in body.messages])
+    tokens = sup.model.chat_tokens(body.turns())
     metrics = request.app.state.metrics
     return await generate(request, state, metrics, "chat", body, tokens, chat=True)

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
 from ..errors import DeadlineExceededError, QueueFullError, SupervisorClosedError
-from ..model import GenerationResult
+from ..model import GenerationResult, TokenLogprob
 from ..options import SamplingOptions
 from .metrics import Metrics
 from .schemas import HTTPError, _Sampling, error_body
@@ -133,34 +133,26 @@ async def generate(
     if not body.stream:
         await items.aclose()
         finished(item)
-        return JSONResponse(_full_response(rid, created, served, item, chat))
+        return JSONResponse(_full_response(rid, created, served, [item], body, chat))
     first = item
+    choice = _Choice(body, chat)
 
     async def events() -> AsyncIterator[str]:
         outcome = "cancelled"
         try:
-            if chat:
-                yield json.dumps(
-                    _chunk(rid, created, served, {"role": "assistant", "content": ""}, None, chat)
-                )
+            for delta in choice.start():
+                yield json.dumps(_chunk(rid, created, served, delta, chat))
             item = first
             while not isinstance(item, GenerationResult):
-                delta = {"content": item} if chat else item
-                yield json.dumps(_chunk(rid, created, served, delta, None, chat))
+                for delta in choice.piece(item):
+                    yield json.dumps(_chunk(rid, created, served, delta, chat))
                 item = await items.__anext__()
             finished(item)
             outcome = "done"
-            yield json.dumps(
-                _chunk(
-                    rid,
-                    created,
-                    served,
-                    {} if chat else "",
-                    item.finish_reason,
-                    chat,
-                    usage=_usage(item),
-                )
-            )
+            *deltas, last = choice.end(item)
+            for delta in deltas:
+                yield json.dumps(_chunk(rid, created, served, delta, chat))
+            yield json.dumps(_chunk(rid, created, served, last, chat, usage=_usage(item)))
             if body.include_usage:
                 yield json.dumps(_usage_chunk(rid, created, served, chat, _usage(item)))
             yield "[DONE]"
@@ -228,13 +220,9 @@ async def _choices(
         _count_tokens(metrics, result)
     metrics.requests.labels(endpoint, "ok").inc()
     rid = ("chatcmpl-" if chat else "cmpl-") + request.state.request_id
-    out = _full_response(rid, int(time.time()), model_id(state.config), results[0], chat)
-    out["choices"] = [
-        {**_full_response(rid, 0, "", r, chat)["choices"][0], "index": i}
-        for i, r in enumerate(results)
-    ]
-    out["usage"] = _usage(*results)
-    return JSONResponse(out)
+    return JSONResponse(
+        _full_response(rid, int(time.time()), model_id(state.config), results, body, chat)
+    )
 
 
 async def _streamed_choices(
@@ -284,11 +272,11 @@ async def _streamed_choices(
     async def events() -> AsyncIterator[str]:
         outcome = "cancelled"
         results: list[GenerationResult | None] = [None] * body.n
+        choices = [_Choice(body, chat, i) for i in range(body.n)]
         try:
-            if chat:
-                for i in range(body.n):
-                    role = {"role": "assistant", "content": ""}
-                    yield json.dumps(_chunk(rid, created, served, role, None, chat, index=i))
+            for choice in choices:
+                for delta in choice.start():
+                    yield json.dumps(_chunk(rid, created, served, delta, chat))
             entry = first
             while True:
                 i, item, exc = entry
@@ -297,15 +285,13 @@ async def _streamed_choices(
                 if isinstance(item, GenerationResult):
                     results[i] = item
                     _count_tokens(metrics, item)
-                    end = {} if chat else ""
-                    yield json.dumps(
-                        _chunk(rid, created, served, end, item.finish_reason, chat, index=i)
-                    )
+                    for delta in choices[i].end(item):
+                        yield json.dumps(_chunk(rid, created, served, delta, chat))
                     if all(r is not None for r in results):
                         break
                 else:
-                    delta = {"content": item} if chat else item
-                    yield json.dumps(_chunk(rid, created, served, delta, None, chat, index=i))
+                    for delta in choices[i].piece(item):
+                        yield json.dumps(_chunk(rid, created, served, delta, chat))
                 entry = await queue.get()
             outcome = "done"
             metrics.requests.labels(endpoint, "ok").inc()
@@ -375,37 +361,26 @@ def _usage(*results: GenerationResult) -> dict[str, int]:
 
 def _usage_chunk(rid: str, created: int, model: str, chat: bool, usage: dict[str, int]) -> Any:
     """stream_options.include_usage: OpenAI's last chunk, with no choices."""
-    out = _chunk(rid, created, model, "", None, chat, usage=usage)
+    out = _chunk(rid, created, model, None, chat, usage=usage)
     out["choices"] = []
     return out
 
 
 def _full_response(
-    rid: str, created: int, model: str, result: GenerationResult, chat: bool
+    rid: str,
+    created: int,
+    model: str,
+    results: list[GenerationResult],
+    body: _Sampling,
+    chat: bool,
 ) -> dict[str, Any]:
-    if chat:
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": result.text},
-            "finish_reason": _finish(result),
-            "logprobs": None,
-        }
-        kind = "chat.completion"
-    else:
-        choice = {
-            "index": 0,
-            "text": result.text,
-            "finish_reason": _finish(result),
-            "logprobs": None,
-        }
-        kind = "text_completion"
     return {
         "id": rid,
-        "object": kind,
+        "object": "chat.completion" if chat else "text_completion",
         "created": created,
         "model": model,
-        "choices": [choice],
-        "usage": _usage(result),
+        "choices": [_Choice(body, chat, i).full(r) for i, r in enumerate(results)],
+        "usage": _usage(*results),
     }
 
 
@@ -413,30 +388,16 @@ def _chunk(
     rid: str,
     created: int,
     model: str,
-    delta: Any,
-    finish: str | None,
+    choice: dict[str, Any] | None,
     chat: bool,
     usage: dict[str, int] | None = None,
-    index: int = 0,
 ) -> dict[str, Any]:
-    finish_reason = None if finish is None else ("stop" if finish == "abort" else finish)
-    if chat:
-        choice: dict[str, Any] = {
-            "index": index,
-            "delta": delta,
-            "finish_reason": finish_reason,
-            "logprobs": None,
-        }
-        kind = "chat.completion.chunk"
-    else:
-        choice = {"index": index, "text": delta, "finish_reason": finish_reason, "logprobs": None}
-        kind = "text_completion"
     out: dict[str, Any] = {
         "id": rid,
-        "object": kind,
+        "object": "chat.completion.chunk" if chat else "text_completion",
         "created": created,
         "model": model,
-        "choices": [choice],
+        "choices": [] if choice is None else [choice],
     }
     if usage is not None:
         out["usage"] = usage
@@ -446,3 +407,146 @@ def _chunk(
 def _finish(result: GenerationResult) -> str:
     # OpenAI knows "stop" and "length"; an aborted generation ended early, like a stop.
     return "length" if result.finish_reason == "length" else "stop"
+
+
+class _Choice:
+    """One choice of a response: the choice objects of its stream's chunks as its pieces come
+    (text or tool calls, with their logprobs), or the whole choice from its result."""
+
+    def __init__(self, body: _Sampling, chat: bool, index: int = 0) -> None:
+        self.chat, self.index = chat, index
+        requested = getattr(body, "logprobs", None)  # chat: a bool; completions: a count
+        self.logprobs = requested is not None and requested is not False
+        self.tool_mode = body.tool_mode
+        self.held = ""  # tool mode: text not yet known to be plain text or calls
+        self.mode: str | None = None if self.tool_mode else "text"
+        self.calls = 0
+        self.entries: list[TokenLogprob] = []  # logprobs not yet sent
+        self.offset = 0  # completions: characters of text sent so far
+
+    # -- the stream
+
+    def start(self) -> list[dict[str, Any]]:
+        return [self._delta({"role": "assistant", "content": ""})] if self.chat else []
+
+    def piece(self, piece: str) -> list[dict[str, Any]]:
+        self.entries += getattr(piece, "logprobs", None) or ()
+        if not self.chat:
+            return [self._text(piece)]
+        if self.mode == "text":
+            return [self._delta({"content": piece})]
+        self.held += piece
+        return self._read_held(final=False)
+
+    def end(self, result: GenerationResult) -> list[dict[str, Any]]:
+        """The last chunks' choices; the last one says why it finished."""
+        out: list[dict[str, Any]] = []
+        if self.chat:
+            out = self._read_held(final=True)
+            if self.held:  # calls cut short: what was generated is not lost
+                out.append(self._delta({"content": self.held}))
+                self.held = ""
+        finish = _finish(result)
+        if self.mode == "calls" and finish == "stop":
+            finish = "tool_calls"
+        last = self._delta({}) if self.chat else self._text("")
+        last["finish_reason"] = finish
+        return [*out, last]
+
+    def _read_held(self, final: bool) -> list[dict[str, Any]]:
+        from ..tools import CALL_CLOSE, CALL_OPEN, parse_tool_calls
+
+        out: list[dict[str, Any]] = []
+        if self.mode is None:
+            start = self.held.lstrip()
+            if start.startswith(CALL_OPEN):
+                self.mode = "calls"
+            elif final or not CALL_OPEN.startswith(start):
+                self.mode, text, self.held = "text", self.held, ""
+                return [self._delta({"content": text})] if text else []
+        if self.mode == "calls":
+            while (end := self.held.find(CALL_CLOSE)) >= 0:
+                cut = end + len(CALL_CLOSE)
+                block, self.held = self.held[:cut], self.held[cut:]
+                for call in parse_tool_calls(block) or []:
+                    tool_call = {"index": self.calls, **call.to_openai()}
+                    out.append(self._delta({"tool_calls": [tool_call]}))
+                    self.calls += 1
+            if self.held.strip() == "":
+                self.held = "" if final else self.held
+        return out
+
+    def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+        logprobs = None
+        if self.logprobs:
+            logprobs = {"content": [_chat_logprob(e) for e in self.entries], "refusal": None}
+            self.entries = []
+        return {"index": self.index, "delta": delta, "finish_reason": None, "logprobs": logprobs}
+
+    def _text(self, text: str) -> dict[str, Any]:
+        logprobs = None
+        if self.logprobs:
+            logprobs = _completion_logprobs(self.entries, self.offset)
+            self.entries = []
+        self.offset += len(text)
+        return {"index": self.index, "text": text, "finish_reason": None, "logprobs": logprobs}
+
+    # -- a whole response
+
+    def full(self, result: GenerationResult) -> dict[str, Any]:
+        from ..tools import parse_tool_calls
+
+        finish = _finish(result)
+        entries = list(result.logprobs or ())
+        if not self.chat:
+            return {
+                "index": self.index,
+                "text": result.text,
+                "finish_reason": finish,
+                "logprobs": _completion_logprobs(entries, 0) if self.logprobs else None,
+            }
+        message: dict[str, Any] = {"role": "assistant", "content": result.text}
+        calls = parse_tool_calls(result.text) if self.tool_mode else None
+        if calls:
+            message = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [c.to_openai() for c in calls],
+            }
+            finish = "tool_calls" if finish == "stop" else finish
+        logprobs = None
+        if self.logprobs:
+            logprobs = {"content": [_chat_logprob(e) for e in entries], "refusal": None}
+        return {
+            "index": self.index,
+            "message": message,
+            "finish_reason": finish,
+            "logprobs": logprobs,
+        }
+
+
+def _chat_logprob(entry: TokenLogprob) -> dict[str, Any]:
+    """A token of chat's ``logprobs.content``."""
+    return {
+        "token": entry.text,
+        "logprob": entry.logprob,
+        "bytes": list(entry.bytes),
+        "top_logprobs": [
+            {"token": t.text, "logprob": t.logprob, "bytes": list(t.bytes)} for t in entry.top
+        ],
+    }
+
+
+def _completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    """The legacy completions' ``logprobs`` of these tokens, the first at character ``offset``
+    of the text."""
+    offsets, text_offset = [], offset
+    for e in entries:
+        offsets.append(text_offset)
+        text_offset += len(e.text)
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t.text: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
+    }

@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
+from ..grammar import JSON_OBJECT_SCHEMA, MAX_GRAMMAR_BYTES
 from ..options import MAX_LOGIT_BIAS, MAX_SEQUENCES, Option, SamplingOptions, server_default
 
 __all__ = [
@@ -66,6 +67,12 @@ def _sampling_field(f: dataclasses.Field[Any], opt: Option) -> tuple[Any, Any]:
         default = None
     elif opt.kind == "bool":
         annotation = bool
+    elif opt.kind == "grammar":
+        annotation = Annotated[str, Field(max_length=MAX_GRAMMAR_BYTES)]
+    elif opt.kind == "schema":
+        annotation = dict[str, Any]
+    elif opt.kind == "count":
+        annotation = _integer(int(opt.low or 0), int(opt.high or 0))
     else:
         raise TypeError(f"no request field for a {opt.kind!r} option ({f.name})")
     if default is None:
@@ -77,7 +84,7 @@ def _sampling_field(f: dataclasses.Field[Any], opt: Option) -> tuple[Any, Any]:
 SamplingFields: type[BaseModel] = create_model(  # type: ignore[call-overload]
     "SamplingFields",
     __config__=_STRICT,
-    **{f.name: _sampling_field(f, opt) for f, opt in SamplingOptions.options()},
+    **{f.name: _sampling_field(f, opt) for f, opt in SamplingOptions.options() if opt.server_field},
 )
 
 
@@ -117,11 +124,31 @@ class _Sampling(SamplingFields):  # type: ignore[misc, valid-type]
             if (value := getattr(self, name)) is not None
         }
 
+    @property
+    def tool_mode(self) -> bool:
+        """The answer is read for tool calls (chat with tools and tool_choice other than none)."""
+        return False
+
+
+def _option_field(name: str) -> Any:
+    """The request field of a SamplingOptions field the endpoint spells as the option does."""
+    for f, opt in SamplingOptions.options():
+        if f.name == name:
+            return _sampling_field(f, opt)
+    raise KeyError(name)
+
+
+_LOGPROBS_ANNOTATION, _LOGPROBS_FIELD = _option_field("logprobs")
+
 
 class CompletionRequest(_Sampling):
     # "" is a prompt (generation starts from BOS, as OpenAI's API allows); [] is not. The text is
     # not constrained here: text that is not valid Unicode gets its own 400 when tokenized.
     prompt: str | Annotated[list[Integer], Field(min_length=1)]
+    logprobs: _LOGPROBS_ANNOTATION = _LOGPROBS_FIELD  # type: ignore[valid-type]
+
+    def sampling(self) -> dict[str, Any]:
+        return {**super().sampling(), "logprobs": self.logprobs}
 
 
 class TextPart(BaseModel):
@@ -132,19 +159,176 @@ class TextPart(BaseModel):
     text: str
 
 
+_FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class CalledFunction(BaseModel):
+    name: _FunctionName
+    arguments: str = Field(description="the arguments as JSON text")
+
+
+class MessageToolCall(BaseModel):
+    """A call an earlier assistant turn made (sent back with the conversation)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str | Annotated[list[TextPart], Field(min_length=1)]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    # None only for an assistant turn that made tool calls.
+    content: str | Annotated[list[TextPart], Field(min_length=1)] | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _has_content(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     def text(self) -> str:
         """The content as text: list parts joined with newlines, as llama.cpp's server does."""
+        if self.content is None:
+            return ""
         if isinstance(self.content, str):
             return self.content
         return "\n".join(part.text for part in self.content)
 
+    def turn(self) -> dict[str, Any]:
+        """The message as bitnet.tools.tool_messages takes it ("developer" is a system turn)."""
+        out: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text(),
+        }
+        if self.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        return out
+
+
+class FunctionDefinition(BaseModel):
+    name: _FunctionName
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="a JSON Schema of the arguments object (none: no arguments)"
+    )
+    strict: bool | None = Field(default=None, description="accepted; arguments always follow it")
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ChosenFunction(BaseModel):
+    name: _FunctionName
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: Annotated[str, Field(max_length=64)] = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(
+        default=None, alias="schema", description="the JSON Schema (none: any JSON value)"
+    )
+    strict: bool | None = Field(default=None, description="accepted; output always follows it")
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs a json_schema object ({"schema": ...})')
+        return self
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool = Field(
+        default=False, description="return each generated token's log-probability"
+    )
+    top_logprobs: _integer(0, 20) | None = Field(
+        default=None, description="with logprobs: this many most likely tokens at each position"
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description='{"type": "json_object"} (JSON mode) or {"type": "json_schema", '
+        '"json_schema": {"schema": ...}}: the reply is JSON that parses (and validates)',
+    )
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = Field(
+        default=None, description="functions the model may call (answered as message.tool_calls)"
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None, description='"auto" (default with tools), "none", "required" or a function'
+    )
+    parallel_tool_calls: bool = Field(
+        default=True, description="allow more than one call in an answer"
+    )
+
+    @property
+    def tool_mode(self) -> bool:
+        return bool(self.tools) and self._tool_choice() != "none"
+
+    def _tool_choice(self) -> Any:
+        choice = self.tool_choice if self.tool_choice is not None else "auto"
+        return choice.model_dump() if isinstance(choice, NamedToolChoice) else choice
+
+    def turns(self) -> list[dict[str, Any]]:
+        """The messages as plain turns for the chat template (tool calls and results as text,
+        the tools described in the system turn)."""
+        from ..tools import tool_messages
+
+        tools = [t.model_dump() for t in self.tools] if self.tools else None
+        return tool_messages([m.turn() for m in self.messages], tools, self._tool_choice())
+
+    def sampling(self) -> dict[str, Any]:
+        base = super().sampling()
+        out = dict(base)
+        if self.top_logprobs is not None and not self.logprobs:
+            message = "top_logprobs needs logprobs: true"
+            raise HTTPError(400, message, "invalid_request_error", param="top_logprobs")
+        out["logprobs"] = (self.top_logprobs or 0) if self.logprobs else None
+        if self.tool_choice is not None and not self.tools:
+            raise HTTPError(
+                400, "tool_choice needs tools", "invalid_request_error", param="tool_choice"
+            )
+        constraints = [name for name in ("grammar", "json_schema") if name in base]
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text":
+            constraints.append("response_format")
+            schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None
+            schema = JSON_OBJECT_SCHEMA if fmt.type == "json_object" else schema
+            out["json_schema"] = dict(schema) if schema is not None else {}
+        if self.tool_mode:
+            from ..tools import tool_grammar
+
+            constraints.append("tools")
+            tools = [t.model_dump() for t in self.tools or []]
+            try:
+                out["grammar"] = tool_grammar(tools, self._tool_choice(), self.parallel_tool_calls)
+            except ValueError as exc:
+                raise HTTPError(400, str(exc), "invalid_request_error", param="tools") from None
+        if len(constraints) > 1:
+            raise HTTPError(
+                400,
+                f"{' and '.join(constraints)} cannot both constrain the answer; keep one",
+                "invalid_request_error",
+                param=constraints[-1],
+            )
+        return out
 
 
 class TokenizeRequest(BaseModel):

@@ -4,7 +4,7 @@ A generation given a ``grammar`` (llama.cpp's GBNF, with a ``root`` rule) only s
 that continue it, through libllama's grammar sampler, and can end only where the grammar is
 complete. :func:`json_schema_grammar` turns a JSON Schema into such a grammar with the converter
 of the pinned llama-cpp-python package (``llama_cpp.llama_grammar``), after checking that the
-schema uses only what that converter enforces: a schema keyword it would ignore (``minimum``,
+schema uses only what that converter enforces: a schema keyword it would ignore (``multipleOf``,
 ``uniqueItems``, an unknown ``format``...) is refused with the keyword's path instead of giving
 output that parses but does not validate.
 
@@ -16,6 +16,7 @@ space ::= " "?
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -25,6 +26,7 @@ __all__ = [
     "JSON_OBJECT_SCHEMA",
     "MAX_GRAMMAR_BYTES",
     "check_grammar",
+    "integer_range",
     "json_schema_grammar",
 ]
 
@@ -42,7 +44,11 @@ _SCHEMA_KEYWORDS = {
     "type", "properties", "required", "additionalProperties", "items", "prefixItems",
     "minItems", "maxItems", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs",
     "definitions", "pattern", "format", "minLength", "maxLength",
+    *("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"),  # of integers: our rules
 }  # fmt: skip
+_BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+# Integers have at most this many digits (the converter's own bound), bounded or not.
+_MAX_DIGITS = 16
 # Keywords that only describe (they constrain nothing).
 _ANNOTATIONS = {
     "title", "description", "default", "examples", "$schema", "$id", "$comment", "readOnly",
@@ -124,7 +130,7 @@ def json_schema_grammar(schema: Any, name: str = "json_schema") -> str:
     if not isinstance(schema, Mapping):
         raise TypeError(f"{name} must be a JSON Schema object, not {type(schema).__name__}")
     try:
-        text = json.dumps(schema, sort_keys=True, allow_nan=False)
+        text = json.dumps(schema, allow_nan=False)  # in order: properties come out as declared
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"{name} is not JSON data: {exc}") from None
     if len(text) > MAX_GRAMMAR_BYTES:
@@ -136,10 +142,10 @@ def json_schema_grammar(schema: Any, name: str = "json_schema") -> str:
 def _convert(text: str, name: str) -> str:
     schema = json.loads(text)
     _check_schema(schema, name, schema, 0)
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     try:
-        grammar = json_schema_to_gbnf(text)
+        converter = _converter()
+        converter.visit(converter.resolve_refs(schema, "stdin"), "")
+        grammar = converter.format_grammar()
     except Exception as exc:  # the converter's asserts and KeyErrors: the schema's fault
         raise ValueError(f"{name} cannot be turned into a grammar: {exc}") from None
     rules = []
@@ -153,6 +159,111 @@ def _convert(text: str, name: str) -> str:
             body = _DATE
         rules.append(f"{rule} ::= {body}")
     return "\n".join(rules)
+
+
+def _converter() -> Any:
+    """llama-cpp-python's converter, with integer bounds (which it ignores) as our rules."""
+    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+
+    class Converter(SchemaConverter):  # type: ignore[misc]
+        def visit(self, schema: Any, name: str) -> Any:
+            if isinstance(schema, dict) and isinstance(schema.get("type"), list):
+                # The converter keeps only the types of a list: each type keeps the rest.
+                rest = {k: v for k, v in schema.items() if k != "type"}
+                schema = {"anyOf": [{**rest, "type": t} for t in schema["type"]]}
+            if (
+                isinstance(schema, dict)
+                and schema.get("type") == "integer"
+                and any(k in schema for k in _BOUNDS)
+            ):
+                low, high = _integer_bounds(schema)
+                rule_name = name + "-" if name in RESERVED_NAMES else name or "root"
+                return self._add_rule(rule_name, f"( {integer_range(low, high)} ) space")
+            return super().visit(schema, name)
+
+    return Converter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+
+
+def _integer_bounds(schema: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """[low, high] of an integer schema's minimum/maximum (exclusive ones moved inwards)."""
+    low = high = None
+    for key in _BOUNDS:
+        if key not in schema:
+            continue
+        value = schema[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{key} must be a number")
+        if key in ("minimum", "exclusiveMinimum"):
+            bound = math.ceil(value) + (
+                1 if key == "exclusiveMinimum" and value == math.ceil(value) else 0
+            )
+            low = bound if low is None else max(low, bound)
+        else:
+            bound = math.floor(value) - (
+                1 if key == "exclusiveMaximum" and value == math.floor(value) else 0
+            )
+            high = bound if high is None else min(high, bound)
+    return low, high
+
+
+def integer_range(low: int | None, high: int | None) -> str:
+    """A GBNF expression of the integers in [low, high] (None: unbounded), written as JSON
+    writes them (no leading zeros, no "-0"), with at most 16 digits.
+
+    >>> integer_range(7, 12)
+    '[7-9] | "1" [0-2]'
+    """
+    limit = 10**_MAX_DIGITS - 1
+    low = -limit if low is None else max(low, -limit)
+    high = limit if high is None else min(high, limit)
+    if low > high:
+        raise ValueError(f"no integer lies in [{low}, {high}]")
+    alternatives = []
+    if low < 0:  # the negative ones: "-" and the magnitudes
+        alternatives += [f'"-" {a}' for a in _natural_range(max(1, -high), -low)]
+    if high >= 0:
+        alternatives += _natural_range(max(0, low), high)
+    return " | ".join(alternatives)
+
+
+def _natural_range(low: int, high: int) -> list[str]:
+    """GBNF sequences of the integers in [low, high] (0 <= low <= high), one per digit count."""
+    out = []
+    for digits in range(len(str(low)), len(str(high)) + 1):
+        first = max(low, 10 ** (digits - 1) if digits > 1 else 0)
+        last = min(high, 10**digits - 1)
+        if first <= last:
+            out += _same_length(str(first), str(last))
+    return out
+
+
+def _same_length(low: str, high: str) -> list[str]:
+    """GBNF sequences of the numbers from ``low`` to ``high``, decimal texts of equal length."""
+    if low == high:
+        return [json.dumps(low)]
+    common = 0
+    while low[common] == high[common]:
+        common += 1
+    prefix = [json.dumps(low[:common])] if common else []
+    a, b, rest = int(low[common]), int(high[common]), len(low) - common - 1
+    if rest == 0:
+        return [" ".join([*prefix, f"[{a}-{b}]"])]
+    any_rest = ["[0-9]"] * rest
+    out = []
+    # low's digit, then at least low's tail; the digits between, then anything; high's digit,
+    # then at most high's tail. A whole-range tail merges into the middle part.
+    lo_tail_full, hi_tail_full = low[common + 1 :] == "0" * rest, high[common + 1 :] == "9" * rest
+    mid_low, mid_high = a + (0 if lo_tail_full else 1), b - (0 if hi_tail_full else 1)
+    if not lo_tail_full:
+        for tail in _same_length(low[common + 1 :], "9" * rest):
+            out.append(" ".join([*prefix, json.dumps(str(a)), tail]))
+    if mid_low <= mid_high:
+        digit = json.dumps(str(mid_low)) if mid_low == mid_high else f"[{mid_low}-{mid_high}]"
+        out.append(" ".join([*prefix, digit, *any_rest]))
+    if not hi_tail_full:
+        for tail in _same_length("0" * rest, high[common + 1 :]):
+            out.append(" ".join([*prefix, json.dumps(str(b)), tail]))
+    return out
 
 
 def _check_schema(node: Any, path: str, root: Any, depth: int) -> None:
@@ -173,9 +284,41 @@ def _check_schema(node: Any, path: str, root: Any, depth: int) -> None:
                 "title and description)"
             )
     types = node.get("type")
-    for t in types if isinstance(types, list) else [types]:
+    type_list = types if isinstance(types, list) else [types]
+    for t in type_list:
         if t is not None and t not in _TYPES:
             raise ValueError(f"{path}.type must be one of {', '.join(_TYPES)}, got {t!r}")
+    constraints = set(node) - _ANNOTATIONS - {"$defs", "definitions"}
+    for key in ("anyOf", "oneOf", "$ref", "enum", "const"):
+        allowed = {key, "type"} if key in ("enum", "const") else {key}
+        if key in node and constraints - allowed:
+            others = ", ".join(sorted(constraints - allowed))
+            raise ValueError(
+                f"{path} combines {key} with {others}, which would not be enforced; move them "
+                f"into the {key} alternatives"
+                if key in ("anyOf", "oneOf")
+                else f"{path} combines {key} with {others}, which would not be enforced"
+            )
+    if "prefixItems" in node and constraints & {"items", "minItems", "maxItems"}:
+        raise ValueError(f"{path}: prefixItems is an exact tuple; drop items/minItems/maxItems")
+    for i, part in enumerate(node.get("allOf") or []):
+        if isinstance(part, dict) and set(part) - _ANNOTATIONS - {
+            "properties",
+            "required",
+            "$ref",
+            "type",
+        }:
+            raise ValueError(
+                f"{path}.allOf[{i}] may hold only properties, required and $ref (objects "
+                "merged into one)"
+            )
+    if any(k in node for k in _BOUNDS):
+        if "integer" not in type_list or "number" in type_list:
+            raise ValueError(
+                f"{path}: minimum/maximum can be enforced on integers only "
+                '({"type": "integer", "minimum": ...}); give numbers as integers or drop the bound'
+            )
+        _integer_bounds(node)
     if "format" in node and node["format"] not in _FORMATS:
         raise ValueError(
             f"{path}.format {node['format']!r} cannot be enforced; supported formats: "

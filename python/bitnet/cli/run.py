@@ -89,7 +89,11 @@ def _stream_to_terminal(model: Any, prompt: Any, sampling: SamplingOptions) -> i
         for piece in stream:
             sys.stdout.write(piece)
             sys.stdout.flush()
-        return stream.result
+        result = stream.result
+        if result is not None and result.logprobs is not None:
+            sys.stdout.write("\n")
+            print(_logprob_table(result.logprobs), file=sys.stderr)
+        return result
 
     try:
         run_generation(model, consume, sampling)
@@ -178,7 +182,28 @@ def _report(
     return EXIT_OK if ok else EXIT_PROBLEMS
 
 
+def _logprob_table(entries: Any) -> str:
+    """--logprobs on a terminal: one line per token (its text, log-probability, alternatives)."""
+    lines = ["logprob   token          most likely"]
+    for e in entries:
+        top = "  ".join(f"{t.text!r} {t.logprob:.2f}" for t in e.top)
+        lines.append(f"{e.logprob:8.3f}  {e.text!r:<14} {top}".rstrip())
+    return "\n".join(lines)
+
+
+def _logprob_dict(entry: Any) -> dict[str, Any]:
+    return {
+        "token": entry.token,
+        "text": entry.text,
+        "logprob": entry.logprob,
+        "top": [{"token": t.token, "text": t.text, "logprob": t.logprob} for t in entry.top],
+    }
+
+
 def _result_dict(result: Any) -> dict[str, Any]:
+    logprobs = None
+    if result.logprobs is not None:
+        logprobs = [_logprob_dict(e) for e in result.logprobs]
     return {
         "text": result.text,
         "finish_reason": result.finish_reason,
@@ -194,4 +219,5 @@ def _result_dict(result: Any) -> dict[str, Any]:
             "prompt_tokens_per_second": result.timings.prompt_tokens_per_second,
             "generation_tokens_per_second": result.timings.generation_tokens_per_second,
         },
+        **({"logprobs": logprobs} if logprobs is not None else {}),
     }

@@ -161,4 +161,7 @@ def test_sampling_parameters_are_the_options():
     from bitnet._native import _core
     from bitnet.options import SamplingOptions
 
-    assert set(_core.model.SAMPLING_PARAMETERS) == {f.name for f, _ in SamplingOptions.options()}
+    native = set(SamplingOptions().native(seed=0))
+    assert set(_core.model.SAMPLING_PARAMETERS) == native
+    # Every option reaches the engine, json_schema as the grammar made from it.
+    assert {f.name for f, _ in SamplingOptions.options()} - native == {"json_schema"}

@@ -156,6 +156,9 @@ def test_gbnf_grammar(model):
         ({"grammar": "root ::= " + "(" * 100 + '"a"' + ")" * 100}, "nests groups 100 deep"),
         ({"grammar": "root ::= x" + " " * 70000}, "at most 65536"),
         ({"grammar": 5}, "must be GBNF text"),
+        ({"grammar": 'root ::= ("a"{0,1999})' * 6}, "repeats items 11994 times"),
+        ({"json_schema": {"$defs": 5, "type": "object"}}, "not a valid JSON Schema"),
+        ({"json_schema": {"properties": {"a": 5}}}, "must be a schema"),
         ({"json_schema": {"type": "number", "minimum": 1}}, "on integers only"),
         ({"json_schema": {"type": "array", "uniqueItems": True}}, "'uniqueItems'"),
         ({"json_schema": {"type": "string", "format": "email"}}, "format 'email'"),
@@ -224,8 +227,8 @@ def test_streamed_logprobs_match_the_result_and_stop_strings_drop_theirs(model):
     stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 2]
     cut = model.generate("Hello world", max_tokens=12, seed=2, logprobs=0, stop=[stop])
     assert cut.finish_reason == "stop"
-    offsets = np.cumsum([0] + [len(e.bytes) for e in full.logprobs])
-    kept = [e for e, start in zip(full.logprobs, offsets) if start < len(cut.text.encode())]
+    starts = np.cumsum([0] + [len(e.bytes) for e in full.logprobs])[:-1]
+    kept = [e for e, at in zip(full.logprobs, starts, strict=True) if at < len(cut.text.encode())]
     assert cut.logprobs == tuple(kept)
 
 

@@ -37,6 +37,7 @@ JSON_OBJECT_SCHEMA: Mapping[str, Any] = {"type": "object"}
 # both far from the native stack's limit.
 MAX_GRAMMAR_BYTES = 64 * 1024
 _MAX_GROUP_DEPTH = 64
+_MAX_REPEATS = 10_000
 _MAX_SCHEMA_DEPTH = 32
 
 # What the converter enforces (anything else would be ignored, so it is refused).
@@ -86,7 +87,12 @@ def check_grammar(text: Any, name: str = "grammar") -> str:
         raise ValueError(f"{name} is {size} bytes; at most {MAX_GRAMMAR_BYTES} are allowed")
     if "\x00" in text:
         raise ValueError(f"{name} contains a NUL character")
-    depth = _group_depth(text)
+    depth, repeats = _group_depth(text)
+    if repeats > _MAX_REPEATS:
+        raise ValueError(
+            f"{name} repeats items {repeats} times in all ({{m,n}} bounds); at most "
+            f"{_MAX_REPEATS} are allowed (libllama writes out each repetition as rules)"
+        )
     if depth > _MAX_GROUP_DEPTH:
         raise ValueError(
             f"{name} nests groups {depth} deep; at most {_MAX_GROUP_DEPTH} levels are allowed"
@@ -96,9 +102,10 @@ def check_grammar(text: Any, name: str = "grammar") -> str:
     return text
 
 
-def _group_depth(text: str) -> int:
-    """The deepest nesting of ``(`` outside literals, character classes and comments."""
-    depth = deepest = 0
+def _group_depth(text: str) -> tuple[int, int]:
+    """The deepest nesting of ``(`` outside literals, character classes and comments, and the
+    sum of the ``{m,n}`` repetition bounds."""
+    depth = deepest = repeats = 0
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -115,8 +122,12 @@ def _group_depth(text: str) -> int:
             deepest = max(deepest, depth)
         elif c == ")":
             depth -= 1
+        elif c == "{":
+            end = text.find("}", i)
+            bounds = text[i + 1 : end if end >= 0 else n].split(",")
+            repeats += max((int(b) for b in bounds if b.strip().isdigit()), default=0)
         i += 1
-    return deepest
+    return deepest, repeats
 
 
 def json_schema_grammar(schema: Any, name: str = "json_schema") -> str:
@@ -141,7 +152,13 @@ def json_schema_grammar(schema: Any, name: str = "json_schema") -> str:
 @lru_cache(maxsize=64)
 def _convert(text: str, name: str) -> str:
     schema = json.loads(text)
-    _check_schema(schema, name, schema, 0)
+    try:
+        _check_schema(schema, name, schema, 0)
+    except (TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        # A value of the wrong JSON type somewhere (a number where a list of schemas goes).
+        raise ValueError(
+            f"{name} is not a valid JSON Schema ({type(exc).__name__}: {exc})"
+        ) from None
     try:
         converter = _converter()
         converter.visit(converter.resolve_refs(schema, "stdin"), "")

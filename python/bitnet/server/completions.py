@@ -4,6 +4,7 @@ client hanging up, answered in OpenAI's shapes (one JSON object, or server-sent 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import logging
@@ -422,7 +423,7 @@ class _Choice:
         self.mode: str | None = None if self.tool_mode else "text"
         self.calls = 0
         self.entries: list[TokenLogprob] = []  # logprobs not yet sent
-        self.offset = 0  # completions: characters of text sent so far
+        self.offsets = _TextOffsets()  # completions: where each token's text starts
 
     # -- the stream
 
@@ -486,9 +487,8 @@ class _Choice:
     def _text(self, text: str) -> dict[str, Any]:
         logprobs = None
         if self.logprobs:
-            logprobs = _completion_logprobs(self.entries, self.offset)
+            logprobs = _completion_logprobs(self.entries, self.offsets)
             self.entries = []
-        self.offset += len(text)
         return {"index": self.index, "text": text, "finish_reason": None, "logprobs": logprobs}
 
     # -- a whole response
@@ -503,7 +503,9 @@ class _Choice:
                 "index": self.index,
                 "text": result.text,
                 "finish_reason": finish,
-                "logprobs": _completion_logprobs(entries, 0) if self.logprobs else None,
+                "logprobs": _completion_logprobs(entries, _TextOffsets())
+                if self.logprobs
+                else None,
             }
         message: dict[str, Any] = {"role": "assistant", "content": result.text}
         calls = parse_tool_calls(result.text) if self.tool_mode else None
@@ -537,16 +539,26 @@ def _chat_logprob(entry: TokenLogprob) -> dict[str, Any]:
     }
 
 
-def _completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
-    """The legacy completions' ``logprobs`` of these tokens, the first at character ``offset``
-    of the text."""
-    offsets, text_offset = [], offset
-    for e in entries:
-        offsets.append(text_offset)
-        text_offset += len(e.text)
+class _TextOffsets:
+    """Where each token's text starts, in characters of the generated text: its bytes decoded
+    as the stream decodes them (a character split between tokens counts where it ends)."""
+
+    def __init__(self) -> None:
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.chars = 0
+
+    def add(self, data: bytes) -> int:
+        """The offset of a token with these bytes, which then count as text before the next."""
+        start = self.chars
+        self.chars += len(self.decoder.decode(data))
+        return start
+
+
+def _completion_logprobs(entries: list[TokenLogprob], offsets: _TextOffsets) -> dict[str, Any]:
+    """The legacy completions' ``logprobs`` of these tokens (the next ones of the text)."""
     return {
         "tokens": [e.text for e in entries],
         "token_logprobs": [e.logprob for e in entries],
         "top_logprobs": [{t.text: t.logprob for t in e.top} for e in entries],
-        "text_offset": offsets,
+        "text_offset": [offsets.add(e.bytes) for e in entries],
     }

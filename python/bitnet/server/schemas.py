@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from ..grammar import JSON_OBJECT_SCHEMA, MAX_GRAMMAR_BYTES
 from ..options import MAX_LOGIT_BIAS, MAX_SEQUENCES, Option, SamplingOptions, server_default
@@ -183,13 +183,23 @@ class ChatMessage(BaseModel):
     tool_call_id: str | None = None
     name: str | None = None
 
-    @model_validator(mode="after")
-    def _has_content(self) -> ChatMessage:
+    def check(self, index: int) -> None:
+        """400 for what the schema cannot say: content may be left out only by an assistant
+        turn that made tool calls, and only assistant turns make them."""
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError(f"a {self.role} message needs content")
+            raise HTTPError(
+                400,
+                f"messages[{index}] ({self.role}) needs content",
+                "invalid_request_error",
+                param=f"messages[{index}].content",
+            )
         if self.tool_calls and self.role != "assistant":
-            raise ValueError("only assistant messages carry tool_calls")
-        return self
+            raise HTTPError(
+                400,
+                f"messages[{index}] ({self.role}) carries tool_calls; only assistant turns do",
+                "invalid_request_error",
+                param=f"messages[{index}].tool_calls",
+            )
 
     def text(self) -> str:
         """The content as text: list parts joined with newlines, as llama.cpp's server does."""
@@ -248,12 +258,6 @@ class ResponseFormat(BaseModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JSONSchemaFormat | None = None
 
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError('type "json_schema" needs a json_schema object ({"schema": ...})')
-        return self
-
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
@@ -291,6 +295,8 @@ class ChatCompletionRequest(_Sampling):
         the tools described in the system turn)."""
         from ..tools import tool_messages
 
+        for i, message in enumerate(self.messages):
+            message.check(i)
         tools = [t.model_dump() for t in self.tools] if self.tools else None
         return tool_messages([m.turn() for m in self.messages], tools, self._tool_choice())
 
@@ -307,6 +313,9 @@ class ChatCompletionRequest(_Sampling):
             )
         constraints = [name for name in ("grammar", "json_schema") if name in base]
         fmt = self.response_format
+        if fmt is not None and fmt.type == "json_schema" and fmt.json_schema is None:
+            message = 'response_format of type "json_schema" needs a json_schema object'
+            raise HTTPError(400, message, "invalid_request_error", param="response_format")
         if fmt is not None and fmt.type != "text":
             constraints.append("response_format")
             schema = fmt.json_schema.schema_ if fmt.json_schema is not None else None

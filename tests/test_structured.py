@@ -9,6 +9,8 @@ from __future__ import annotations
 import doctest
 import json
 import re
+import subprocess
+import sys
 
 import jsonschema
 import numpy as np
@@ -113,6 +115,17 @@ def test_json_schema_output_always_validates(model, name):
         assert not errors, (seed, r.text, errors)
         finished += 1
     assert finished >= len(SEEDS) // 2
+
+
+def test_the_converter_leaves_llama_cpp_python_unimported(tiny_relu2):
+    # Importing llama_cpp would point libllama's one log callback at its own printer.
+    code = (
+        "import sys, bitnet\n"
+        f"m = bitnet.Model({str(tiny_relu2)!r}, n_ctx=64)\n"
+        "m.generate('x', json_schema={'type': 'object'}, max_tokens=4, seed=0)\n"
+        "assert 'llama_cpp' not in sys.modules, sorted(sys.modules)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_json_mode_and_greedy(model):

@@ -3,7 +3,7 @@
 A generation given a ``grammar`` (llama.cpp's GBNF, with a ``root`` rule) only samples tokens
 that continue it, through libllama's grammar sampler, and can end only where the grammar is
 complete. :func:`json_schema_grammar` turns a JSON Schema into such a grammar with the converter
-of the pinned llama-cpp-python package (``llama_cpp.llama_grammar``), after checking that the
+of the pinned llama-cpp-python package (its ``llama_grammar.py``), after checking that the
 schema uses only what that converter enforces: a schema keyword it would ignore (``multipleOf``,
 ``uniqueItems``, an unknown ``format``...) is refused with the keyword's path instead of giving
 output that parses but does not validate.
@@ -15,11 +15,13 @@ space ::= " "?
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -178,9 +180,30 @@ def _convert(text: str, name: str) -> str:
     return "\n".join(rules)
 
 
+@lru_cache(maxsize=1)
+def _converter_module() -> Any:
+    """llama-cpp-python's ``llama_grammar.py`` (standard library only), loaded from its file.
+
+    Importing it as ``llama_cpp.llama_grammar`` would run the package's ``__init__``, which
+    loads its ctypes bindings and points libllama's log callback (one per process) at its own
+    printer, taking native log lines away from the ``bitnet.native`` logger.
+    """
+    spec = importlib.util.find_spec("llama_cpp")  # finds the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("llama-cpp-python (a dependency of bitnet) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "llama_grammar.py"
+    module_spec = importlib.util.spec_from_file_location("bitnet._llama_grammar", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def _converter() -> Any:
     """llama-cpp-python's converter, with integer bounds (which it ignores) as our rules."""
-    from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+    module = _converter_module()
+    RESERVED_NAMES, SchemaConverter = module.RESERVED_NAMES, module.SchemaConverter
 
     class Converter(SchemaConverter):  # type: ignore[misc]
         def visit(self, schema: Any, name: str) -> Any:

@@ -108,9 +108,12 @@ void Sequence::on_logits(const float* logits) {
   pending_token = -1;
   if (all_logits_ || static_cast<int>(tokens_.size()) >= params_.max_tokens) return finish("length");
   if (cancelled()) return finish("abort");
+  // Sampling is part of a token's time (a grammar or logprobs can make it a visible part).
+  const Clock::time_point t0 = Clock::now();
   const int32_t token = sampler_->sample(logits);
+  if (params_.logprobs >= 0 && !vocab_.is_end_of_generation(token)) record_logprobs(logits, token);
+  generation_ms += std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
   if (vocab_.is_end_of_generation(token)) return finish("stop");
-  if (params_.logprobs >= 0) record_logprobs(logits, token);
   tokens_.push_back(token);
   const std::string bytes = vocab_.token_bytes(token, false);
   generated_bytes_ += bytes.size();

@@ -33,7 +33,7 @@ struct GenerationStats {
   int n_prompt = 0;
   int n_prompt_evaluated = 0;  // after reusing a cached prefix
   double prompt_ms = 0.0;      // from its first prompt batch to the prompt's logits
-  double generation_ms = 0.0;  // the decode batches it took part in
+  double generation_ms = 0.0;  // the decode batches it took part in, and its sampling
   int n_generation_decodes = 0;
   double queue_ms = 0.0;       // from submission to its first batch
   std::vector<TokenLogprob> logprobs;  // params.logprobs >= 0: one per token of the text
@@ -90,7 +90,7 @@ class Sequence {
   Clock::time_point submitted;
   Clock::time_point prompt_started;
   bool started = false;
-  double generation_ms = 0.0;
+  double generation_ms = 0.0;  // its decode batches and its sampling
   int n_generation_decodes = 0;
   int n_prompt_evaluated = 0;
 

@@ -8,9 +8,9 @@ plain sampler of the same rounds:
 - ``plain``: the sampler chain alone (temperature 1, top-k/top-p/min-p);
 - ``grammar free``: a GBNF grammar that lets through what the model draws most of the time
   (``[^\\x00]*``): the cost of checking the drawn token;
-- ``json_schema``: a nested schema (enums, integers with bounds, bounded strings, a date): on the
-  generated model's random weights the drawn token rarely fits, so most steps mask the whole
-  vocabulary (128,256 tokens for the 2B-4T shapes): the worst case;
+- ``grammar narrow``: digits only (``[0-9]*``): the drawn token almost never fits, so nearly
+  every step masks the whole vocabulary (128,256 tokens for the 2B-4T shapes): the worst case;
+- ``json_schema``: a nested schema (enums, integers with bounds, bounded strings, a date);
 - ``logprobs=5``, ``logprobs=20``: the log-softmax and the top-k of every step.
 
     python benchmarks/bench_structured.py [--model F] [--tokens 48] [--rounds 5] [--threads 2]
@@ -48,6 +48,7 @@ SCHEMA = {
 CASES = {
     "plain": {},
     "grammar free": {"grammar": r"root ::= [^\x00]*"},
+    "grammar narrow": {"grammar": "root ::= [0-9]*"},
     "json_schema": {"json_schema": SCHEMA},
     "logprobs=5": {"logprobs": 5},
     "logprobs=20": {"logprobs": 20},

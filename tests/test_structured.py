@@ -184,6 +184,8 @@ def test_gbnf_grammar(model):
         ({"json_schema": {"type": "integer", "minimum": 5, "maximum": 4}}, "no integer"),
         ({"json_schema": {"type": "object"}, "grammar": 'root ::= "a"'}, "not both"),
         ({"logprobs": 21}, "logprobs must be an integer from 0 to 20"),
+        ({"stop": ["a"] * 65}, "stop has 65 strings; at most 64"),
+        ({"stop": ["x" * 1025]}, "at most 1024 characters"),
     ],
 )
 def test_bad_constraints_are_refused_by_name(model, kwargs, error):

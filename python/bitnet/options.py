@@ -40,6 +40,8 @@ __all__ = [
     "MAX_LOGIT_BIAS",
     "MAX_REPEAT_PENALTY",
     "MAX_SEQUENCES",
+    "MAX_STOP_LENGTH",
+    "MAX_STOP_STRINGS",
     "MAX_THREADS",
     "LoadOptions",
     "Option",
@@ -61,6 +63,9 @@ MAX_CONTEXT = 1 << 24
 MAX_THREADS = 512
 # Sequences one model generates together (libllama's LLAMA_MAX_SEQ; our engine takes as many).
 MAX_SEQUENCES = 256
+# Every generated token is compared with every stop string: bounds that keep that cheap.
+MAX_STOP_STRINGS = 64
+MAX_STOP_LENGTH = 1024
 # Larger penalties only push logits past float range; the engine takes floats.
 MAX_REPEAT_PENALTY = 1e6
 
@@ -297,7 +302,9 @@ class SamplingOptions(_Options):
     stop: tuple[str, ...] = option(
         (),
         "texts",
-        "strings that end the generation (not included in the text)",
+        "strings that end the generation (not included in the text); at most 64 (OpenAI "
+        "takes 4), each up to 1024 characters",
+        high=MAX_STOP_STRINGS,
         flags=("--stop",),
     )
     seed: int | None = option(
@@ -481,6 +488,10 @@ def _check_texts(opt: Option, name: str, value: Any) -> tuple[str, ...]:
     texts = (value,) if isinstance(value, str) else tuple(value)
     if any(not isinstance(s, str) or not s for s in texts):
         raise ValueError(f"{name} must be a non-empty string or a list of non-empty strings")
+    if opt.high is not None and len(texts) > opt.high:
+        raise ValueError(f"{name} has {len(texts)} strings; at most {int(opt.high)} are allowed")
+    if any(len(s) > MAX_STOP_LENGTH for s in texts):
+        raise ValueError(f"{name} strings may be at most {MAX_STOP_LENGTH} characters long")
     from ._native import _core
 
     for s in texts:

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from ..grammar import JSON_OBJECT_SCHEMA, MAX_GRAMMAR_BYTES
-from ..options import MAX_LOGIT_BIAS, MAX_SEQUENCES, Option, SamplingOptions, server_default
+from ..options import (
+    MAX_LOGIT_BIAS,
+    MAX_SEQUENCES,
+    Option,
+    SamplingOptions,
+    server_default,
+)
 
 __all__ = [
     "ChatCompletionRequest",
@@ -56,7 +62,8 @@ def _sampling_field(f: dataclasses.Field[Any], opt: Option) -> tuple[Any, Any]:
         annotation = float
         bounds = {"gt" if opt.low_open else "ge": opt.low, "le": opt.high, "allow_inf_nan": False}
     elif opt.kind == "texts":
-        annotation, default = str | list[str], None
+        # Each text's length (and its Unicode) is checked by the option: a 400 saying where.
+        annotation, default = str | Annotated[list[str], Field(max_length=int(opt.high))], None
     elif opt.kind == "seed":
         annotation = Integer  # any integer: its low 32 bits seed the sampler
     elif opt.kind == "bias":  # OpenAI's shape: token ids as JSON object keys

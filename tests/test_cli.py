@@ -49,6 +49,32 @@ def test_run_json(tiny_relu2):
     }
 
 
+def test_run_structured_output_and_logprobs(tmp_path: Path, tiny_relu2):
+    schema = {"type": "object", "properties": {"n": {"enum": [1, 2]}}, "required": ["n"]}
+    (tmp_path / "s.json").write_text(json.dumps(schema))
+    model = ("-m", str(tiny_relu2), "-t", "1", "--seed", "1")
+    proc = bitnet(
+        "run", *model, "-p", "x", "-n", "40", "--json-schema", f"@{tmp_path / 's.json'}", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["finish_reason"] == "stop" and json.loads(out["text"])["n"] in (1, 2)
+    proc = bitnet("run", *model, "-p", "x", "--grammar", 'root ::= "yes" | "no"')
+    assert proc.returncode == 0 and proc.stdout.strip() in ("yes", "no"), proc.stderr
+    proc = bitnet("run", *model, "-p", "x", "-n", "3", "--logprobs", "2", "--json")
+    entries = json.loads(proc.stdout)["logprobs"]
+    assert len(entries) == 3 and all(len(e["top"]) == 2 and e["logprob"] <= 0 for e in entries)
+    proc = bitnet("run", *model, "-p", "x", "-n", "3", "--logprobs", "1")
+    assert proc.returncode == 0 and "logprob   token" in proc.stderr
+    for flags, message in [
+        (("--grammar", "root ::= ("), "not valid GBNF"),
+        (("--json-schema", '{"type": "number", "minimum": 0}'), "on integers only"),
+        (("--json-schema", "@/nonexistent.json"), "cannot read"),
+    ]:
+        proc = bitnet("run", *model, "-p", "x", *flags)
+        assert proc.returncode == 2 and message in proc.stderr, (flags, proc.stderr)
+
+
 def test_run_inference_dry_run_and_diagnostics(tiny_relu2):
     proc = subprocess.run(
         [

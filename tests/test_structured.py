@@ -193,6 +193,26 @@ def test_bad_constraints_are_refused_by_name(model, kwargs, error):
         model.generate("x", max_tokens=2, **kwargs)
 
 
+def test_a_grammar_no_token_can_continue_is_an_error(model):
+    # An empty class: no character at all may follow the "a".
+    with pytest.raises(ValueError, match="the grammar allows no token after 1 generated"):
+        model.generate("x", grammar=r'root ::= "a" [^\x00-\U0010FFFF]', max_tokens=4, seed=0)
+
+
+def test_bytes_no_character_starts_with_never_pass_for_characters(model):
+    # libllama's grammar takes the byte tokens 0xC0, 0xC1 and 0xF5-0xFF for characters of a
+    # negated class; pushed up by a bias, they would fill the string with U+FFFD.
+    invalid = [0xC0, 0xC1, *range(0xF5, 0x100)]
+    assert all(model._native.detokenize([t], special=False) == bytes([t]) for t in invalid)
+    schema = {"type": "string", "maxLength": 3}
+    for seed in range(8):
+        r = model.generate(
+            "x", json_schema=schema, max_tokens=30, seed=seed, logit_bias={t: 100 for t in invalid}
+        )
+        assert r.finish_reason == "stop" and "\ufffd" not in r.text, r.text
+        jsonschema.validate(json.loads(r.text), schema)
+
+
 def test_integer_range_matches_every_integer_in_it_and_no_other():
     for low, high in [(7, 12), (-15, 3), (0, 0), (-130, -99), (1, 1000), (None, -3), (42, None)]:
         pattern = re.compile(_regex(integer_range(low, high)))

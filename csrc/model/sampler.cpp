@@ -7,7 +7,7 @@
 
 namespace bitnet::model {
 
-Sampler::Sampler(const SamplingParams& params, const llama_vocab* vocab, int n_vocab,
+Sampler::Sampler(const SamplingParams& params, const Vocab& vocab, int n_vocab,
                  const std::vector<int32_t>& history)
     : candidates_(static_cast<size_t>(n_vocab)) {
   chain_ = llama_sampler_chain_init(llama_sampler_chain_default_params());
@@ -43,7 +43,7 @@ Sampler::Sampler(const SamplingParams& params, const llama_vocab* vocab, int n_v
     // libllama's parser reports its errors (to stderr) and returns null; it throws nothing out,
     // but a failure of its own is still refused rather than let through.
     try {
-      grammar_ = llama_sampler_init_grammar(vocab, params.grammar.c_str(), "root");
+      grammar_ = llama_sampler_init_grammar(vocab.raw(), params.grammar.c_str(), "root");
     } catch (const std::exception&) {
       grammar_ = nullptr;
     }
@@ -53,7 +53,17 @@ Sampler::Sampler(const SamplingParams& params, const llama_vocab* vocab, int n_v
           "grammar is not valid GBNF: it must define a 'root' rule, every rule it uses, and no "
           "left-recursive rule (libllama's parser printed where it stopped on stderr)");
     }
+    pieces_ = &vocab.pieces();
+    whole_ = &vocab.whole_characters();
   }
+}
+
+bool Sampler::keeps_utf8(llama_token token) const {
+  if (cursor_.at_boundary() && (*whole_)[static_cast<size_t>(token)] != 0) return true;
+  const std::string& piece = (*pieces_)[static_cast<size_t>(token)];
+  // A token without text (the end of generation) may come only between characters.
+  if (piece.empty()) return cursor_.at_boundary();
+  return cursor_.accepts(piece);
 }
 
 Sampler::~Sampler() { free_all(); }
@@ -83,11 +93,20 @@ int32_t Sampler::sample(const float* logits) {
     // whole vocabulary costs all of them, so that happens only when the draw does not fit
     // (llama.cpp's common sampler does the same). The draw is then repeated over the tokens
     // that fit, which gives each the probability it has under the masked distribution.
+    //
+    // libllama's grammar reads a token's bytes as characters leniently: a byte no character
+    // starts with (0xF5-0xFF), an overlong form or a surrogate passes for one character of a
+    // negated class such as a JSON string's, and becomes U+FFFD in the text (so a maxLength
+    // would not hold). Such tokens are masked here, before the grammar looks.
     llama_token_data single{token, 1.0f, 0.0f};
     llama_token_data_array one{&single, 1, -1, false};
-    llama_sampler_apply(grammar_, &one);
+    if (keeps_utf8(token)) llama_sampler_apply(grammar_, &one);
+    else single.logit = -INFINITY;
     if (std::isinf(single.logit) && single.logit < 0) {
       fill(logits);
+      for (llama_token_data& c : candidates_) {
+        if (!keeps_utf8(c.id)) c.logit = -INFINITY;
+      }
       array = llama_token_data_array{candidates_.data(), candidates_.size(), -1, false};
       llama_sampler_apply(grammar_, &array);
       bool any = false;
@@ -108,6 +127,7 @@ int32_t Sampler::sample(const float* logits) {
     } catch (const std::exception& e) {
       throw EngineError(std::string("the grammar sampler failed: ") + e.what());
     }
+    cursor_.advance((*pieces_)[static_cast<size_t>(token)]);
   }
   llama_sampler_accept(chain_, token);
   ++n_sampled_;

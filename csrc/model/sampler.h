@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "llama.h"
+#include "model/utf8.h"
+#include "model/vocab.h"
 
 namespace bitnet::model {
 
@@ -35,8 +37,7 @@ struct SamplingParams {
 class Sampler {
  public:
   // `history` (the prompt) counts for the penalties. An invalid grammar is InvalidArgument.
-  Sampler(const SamplingParams& params, const llama_vocab* vocab, int n_vocab,
-          const std::vector<int32_t>& history);
+  Sampler(const SamplingParams& params, const Vocab& vocab, int n_vocab, const std::vector<int32_t>& history);
   ~Sampler();
   Sampler(const Sampler&) = delete;
   Sampler& operator=(const Sampler&) = delete;
@@ -48,10 +49,15 @@ class Sampler {
  private:
   void fill(const float* logits);
   void free_all();
+  // With a grammar: whether the token keeps the text valid UTF-8 (see Utf8Cursor).
+  bool keeps_utf8(llama_token token) const;
 
   llama_sampler* chain_ = nullptr;
   llama_sampler* grammar_ = nullptr;
   int n_sampled_ = 0;
+  const std::vector<std::string>* pieces_ = nullptr;  // the vocabulary's, with a grammar
+  const std::vector<uint8_t>* whole_ = nullptr;
+  Utf8Cursor cursor_;
   std::vector<llama_token_data> candidates_;
 };
 

@@ -41,7 +41,7 @@ Sequence::Sequence(std::vector<int32_t> prompt, SamplingParams params, const Voc
   if (all_logits_) {
     prompt_logits_.resize(prompt_.size() * static_cast<size_t>(n_vocab_));
   } else {
-    sampler_ = std::make_unique<Sampler>(params_, vocab_.raw(), n_vocab_, prompt_);
+    sampler_ = std::make_unique<Sampler>(params_, vocab_, n_vocab_, prompt_);
   }
 }
 

@@ -57,4 +57,35 @@ std::string take_utf8(std::string* bytes, bool flush) {
   return out;
 }
 
+bool Utf8Cursor::step(unsigned char c) {
+  if (have_ == need_) {  // a new character
+    const int len = utf8_length(c);
+    if (len == 0) return false;
+    lead_ = c;
+    have_ = 1;
+    need_ = len;
+    return true;
+  }
+  if (!utf8_continuation_ok(lead_, have_, c)) return false;
+  ++have_;
+  return true;
+}
+
+bool Utf8Cursor::accepts(const std::string& bytes) const {
+  Utf8Cursor copy = *this;
+  for (char c : bytes) {
+    if (!copy.step(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+void Utf8Cursor::advance(const std::string& bytes) {
+  for (char c : bytes) step(static_cast<unsigned char>(c));
+}
+
+bool is_complete_utf8(const std::string& bytes) {
+  Utf8Cursor cursor;
+  return cursor.accepts(bytes) && (cursor.advance(bytes), cursor.at_boundary());
+}
+
 }  // namespace bitnet::model

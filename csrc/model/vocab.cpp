@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "errors.h"
+#include "model/utf8.h"
 
 namespace bitnet::model {
 
@@ -72,6 +73,26 @@ std::string Vocab::detokenize(const std::vector<int32_t>& tokens, bool special) 
   std::string out;
   for (int32_t t : tokens) out += token_bytes(t, special);
   return out;
+}
+
+void Vocab::make_pieces() const {
+  const int n = n_tokens();
+  pieces_.resize(static_cast<size_t>(n));
+  whole_.resize(static_cast<size_t>(n));
+  for (int t = 0; t < n; ++t) {
+    pieces_[static_cast<size_t>(t)] = token_bytes(t, false);
+    whole_[static_cast<size_t>(t)] = is_complete_utf8(pieces_[static_cast<size_t>(t)]) ? 1 : 0;
+  }
+}
+
+const std::vector<std::string>& Vocab::pieces() const {
+  std::call_once(pieces_once_, [this] { make_pieces(); });
+  return pieces_;
+}
+
+const std::vector<uint8_t>& Vocab::whole_characters() const {
+  std::call_once(pieces_once_, [this] { make_pieces(); });
+  return whole_;
 }
 
 std::string Vocab::chat_template() const {

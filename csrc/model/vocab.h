@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -27,12 +28,21 @@ class Vocab {
   std::string chat_template() const;
   // libllama's vocabulary, for its grammar sampler.
   const llama_vocab* raw() const { return vocab_; }
+  // Every token's bytes as generated text holds them (token_bytes(t, false)), and whether they
+  // are whole UTF-8 characters; made at the first call (thread-safe), for constrained sampling.
+  const std::vector<std::string>& pieces() const;
+  const std::vector<uint8_t>& whole_characters() const;
 
  private:
   std::vector<int32_t> tokenize_unguarded(const std::string& text, bool add_bos, bool special) const;
 
+  void make_pieces() const;
+
   engine::SharedLlamaModel model_;
   const llama_vocab* vocab_;
+  mutable std::once_flag pieces_once_;
+  mutable std::vector<std::string> pieces_;
+  mutable std::vector<uint8_t> whole_;
 };
 
 }  // namespace bitnet::model

@@ -6,6 +6,7 @@ log-probabilities against numpy's log-softmax of `Model.logits`.
 
 from __future__ import annotations
 
+import codecs
 import doctest
 import json
 import re
@@ -15,6 +16,8 @@ import sys
 import jsonschema
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bitnet
 import bitnet.grammar
@@ -394,3 +397,25 @@ def test_parse_tool_calls_refuses_what_is_not_calls():
     )
     assert [(c.name, json.loads(c.arguments)) for c in two] == [("f", {"a": 1}), ("g", {})]
     assert two[0].id != two[1].id and two[0].id.startswith("call_")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=6), st.binary(max_size=6))
+def test_utf8_cursor_agrees_with_pythons_decoder(before, more):
+    """The cursor grammar sampling uses against Python's strict incremental decoder."""
+    from bitnet._native import _core
+
+    def valid_prefix(data: bytes) -> bool:  # whole characters, then at most a started one
+        try:
+            codecs.getincrementaldecoder("utf-8")("strict").decode(data, final=False)
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    if not valid_prefix(before):
+        return
+    accepts, at_boundary = _core.model._utf8_accepts(before, more)
+    assert accepts == valid_prefix(before + more)
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    decoder.decode(before, final=False)
+    assert at_boundary == (decoder.getstate()[0] == b"")

@@ -174,6 +174,17 @@ void register_model(py::module_& m) {
       py::arg("data"), py::arg("flush"),
       "Internal, for tests: (complete UTF-8 text of data, incomplete tail) as streams emit them.");
 
+  m.def(
+      "_utf8_accepts",
+      [](const py::bytes& before, const py::bytes& more) {
+        model::Utf8Cursor cursor;
+        cursor.advance(before);
+        return py::make_tuple(cursor.accepts(more), cursor.at_boundary());
+      },
+      py::arg("before"), py::arg("more"),
+      "Internal, for tests: (whether `more` continues the valid UTF-8 bytes `before`, whether "
+      "`before` ends between characters), as grammar-constrained sampling decides.");
+
   py::class_<Generator>(m, "Generator",
                         "One generation, running on its model's scheduler with the others; dropping it cancels it.")
       .def(

@@ -8,7 +8,6 @@ import os
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -185,14 +184,9 @@ class Model:
         self.n_threads_batch = n_threads_batch
         native_options = self.options.to_dict()
         del native_options["seed"]  # a Python-side default of the sampling calls
-        try:
-            self._core = _core.model.Model(path, **native_options)
-        except ModelLoadError:
-            # ggml cannot read bitnet.cpp's I2_S type: run a cached TQ2_0 conversion instead.
-            converted = loadable_path(path)
-            if converted == Path(path):
-                raise
-            self._core = _core.model.Model(str(converted), **native_options)
+        # ggml cannot read bitnet.cpp's I2_S type: such a file runs as a cached TQ2_0 conversion,
+        # found before the native loader sees the original (which it would log as an error).
+        self._core = _core.model.Model(str(loadable_path(path)), **native_options)
         self._metadata: dict[str, Any] | None = None
         if (self.options.kernels == "bitnet" and not self.kernels.startswith("bitnet")) or (
             "ggml the rest" in self.kernels

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -448,3 +450,28 @@ def test_logit_bias_follows_its_definition(tiny_model):
 def test_logit_bias_is_checked(tiny_model, bias, error, match):
     with pytest.raises(error, match=match):
         tiny_model.generate("x", max_tokens=2, logit_bias=bias)
+
+
+@pytest.mark.slow
+def test_loading_does_not_hold_the_weights_twice(tmp_path):
+    """Each source tensor's pages are dropped as soon as it is repacked: the load's peak memory
+    stays near what the loaded model settles at, not that plus the file's ternary weights."""
+    from bitnet.testing import ModelShape, generate_model
+
+    shape = ModelShape(1024, 12, 8, 2, 2816, 512, 10000.0, 1e-5, None)
+    path = generate_model(tmp_path / "mid.gguf", shape=shape, seed=1)
+    ternary_mib = 12 * (2 * 1024 * 1024 + 2 * 1024 * 256 + 3 * 1024 * 2816) / 4 / 2**20
+    code = f"""
+import bitnet
+def status():
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
+hwm0, rss0 = status()
+m = bitnet.Model({str(path)!r}, n_ctx=64, kernels="bitnet", n_threads=1)
+hwm, rss = status()
+print(max(hwm - max(hwm0, rss0), 0), rss - rss0)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak, settled = map(float, out.stdout.split())
+    assert settled > 0.8 * ternary_mib  # the arena holds the repacked weights
+    assert peak < settled + 0.4 * ternary_mib, (peak, settled, ternary_mib)

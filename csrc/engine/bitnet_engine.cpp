@@ -273,13 +273,13 @@ void BitNetEngine::choose_kernels() {
   const bool own_head = output_->type == GGML_TYPE_Q6_K && output_->ne[0] % kernels::kQ6KBlock == 0 &&
                         kernels::q6k_dot_avx2() != nullptr;
   if (!candidates.empty()) {
-    packed_ = packed_weights(path_, file_->data(), candidates, own_head ? output_ : nullptr, config_.n_threads);
+    packed_ = packed_weights(path_, file_->data(), candidates, own_head ? output_ : nullptr, config_.n_threads,
+                             [this](const uint8_t* p, size_t n) { file_->release(p, n); });
   }
   for (ggml_tensor* t : candidates) {
     auto it = packed_->by_offset.find(static_cast<size_t>(static_cast<const uint8_t*>(t->data) - file_->data()));
     if (it == packed_->by_offset.end()) continue;
     own_kernel_.emplace(t, &it->second.matrix);
-    file_->release(static_cast<const uint8_t*>(t->data), ggml_nbytes(t));  // nothing reads them again
   }
   if (own_kernel_.empty()) {
     kernel_impl_ = nullptr;
@@ -290,7 +290,6 @@ void BitNetEngine::choose_kernels() {
     head_.dot2 = kernels::q6k_dot2_avx2();
     head_.dot4 = kernels::q6k_dot4_avx2();
     head_.data = packed_->head;
-    file_->release(static_cast<const uint8_t*>(output_->data), ggml_nbytes(output_));  // re-read if get_rows needs it
   }
   op_states_ = std::vector<ops::TernaryOpState>(own_kernel_.size());  // one per ternary matmul of a graph
 }

@@ -16,7 +16,7 @@ namespace bitnet::engine {
 
 std::shared_ptr<const PackedWeights> packed_weights(const std::string& path, const uint8_t* file_data,
                                                     const std::vector<ggml_tensor*>& tensors, const ggml_tensor* head,
-                                                    int n_threads) {
+                                                    int n_threads, const ReleaseFn& release) {
   // The file's identity: engines of this process on the same, unchanged file (Supervisor slots,
   // server --parallel) share one copy instead of holding one each.
   std::string key;
@@ -85,6 +85,7 @@ std::shared_ptr<const PackedWeights> packed_weights(const std::string& path, con
     const size_t offset = static_cast<size_t>(src - file_data);
     PackedWeights::Matrix& kept = out->by_offset[offset] = std::move(m);
     kept.matrix.row_scales = kept.scales.data();
+    release(src, ggml_nbytes(t));  // nothing reads them again
   }
   if (head != nullptr) {
     uint8_t* dst = out->arena.get() + head_at;
@@ -92,7 +93,9 @@ std::shared_ptr<const PackedWeights> packed_weights(const std::string& path, con
     const size_t n = ggml_nbytes(head), per_task = size_t{16} << 20;
     kernels::ThreadPool::instance().run(static_cast<int>((n + per_task - 1) / per_task), n_threads, [&](int i) {
       const size_t begin = i * per_task;
-      std::memcpy(dst + begin, src + begin, std::min(per_task, n - begin));
+      const size_t bytes = std::min(per_task, n - begin);
+      std::memcpy(dst + begin, src + begin, bytes);
+      release(src + begin, bytes);  // read back from the file only if get_rows needs a row of it
     });
     out->head = dst;
   }

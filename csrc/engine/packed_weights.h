@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,8 +38,13 @@ struct PackedWeights {
 // identity (device, inode, size, mtime), or made now on n_threads threads. Engines of one process
 // on the same unchanged file (Supervisor slots, server --parallel) share one arena. A tensor whose
 // rows have several block scales, which our kernels do not take, has no entry.
+// `release(p, n)` is called (from the pool's threads) on each source tensor and each part of
+// the head as soon as its copy is made,
+// so that the file's pages and the arena are not both resident for the whole model at once (the
+// load's peak memory would be twice the weights).
+using ReleaseFn = std::function<void(const uint8_t*, size_t)>;
 std::shared_ptr<const PackedWeights> packed_weights(const std::string& path, const uint8_t* file_data,
                                                     const std::vector<ggml_tensor*>& tensors, const ggml_tensor* head,
-                                                    int n_threads);
+                                                    int n_threads, const ReleaseFn& release);
 
 }  // namespace bitnet::engine

@@ -55,6 +55,21 @@ def test_all_stages_from_a_checkpoint_folder_then_rerun_skips(tmp_path: Path):
     assert all("up to date" in line for line in again.lines)  # type: ignore[attr-defined]
 
 
+def test_the_head_becomes_q6_k_unless_kept(tmp_path: Path):
+    from bitnet.formats.gguf import read_gguf
+
+    source = generate_model(tmp_path / "m.gguf", seed=2)  # an F16 tied embedding/head
+    b = boot(tmp_path, source)
+    out = Path(b.run()["stages"]["convert"]["outputs"]["path"])
+    assert {t.name: t.type for t in read_gguf(out).tensors}["token_embd.weight"] == 14  # Q6_K
+    assert any("becomes Q6_K (--head keep keeps it" in line for line in b.lines)  # type: ignore[attr-defined]
+    kept = boot(tmp_path / "k", source, head="keep")
+    out = Path(kept.run()["stages"]["convert"]["outputs"]["path"])
+    assert {t.name: t.type for t in read_gguf(out).tensors}["token_embd.weight"] == 1  # F16
+    with pytest.raises(B.BootstrapError, match="--head must be q6_k or keep"):
+        boot(tmp_path, source, head="q8_0")
+
+
 def test_changed_input_redoes_that_stage_and_the_later_ones(tmp_path: Path):
     model = generate_model(tmp_path / "src.gguf", seed=12)
     b = boot(tmp_path, model)

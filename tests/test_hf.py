@@ -170,7 +170,8 @@ def test_checkpoint_to_gguf_matches_the_checkpoint(
     monkeypatch.setenv("BITNET_CACHE_DIR", str(tmp_path / "cache"))
     meant = write_checkpoint(tmp_path / "ckpt", layout, seed=11)
     out = convert(tmp_path / "ckpt", tmp_path / "out.gguf", type=ternary)
-    with bitnet.Model(out, n_ctx=256) as model:
+    # i2s_head="keep": the exact head, as the file has it (the default would make it Q6_K).
+    with bitnet.Model(out, n_ctx=256, i2s_head="keep") as model:
         tokens = model.tokenize(PROMPT)
         got = model.logits(tokens)
         assert model.metadata["tokenizer.ggml.pre"] == "llama-bpe"

@@ -184,9 +184,10 @@ class Model:
         self.n_threads_batch = n_threads_batch
         native_options = self.options.to_dict()
         del native_options["seed"]  # a Python-side default of the sampling calls
+        head = native_options.pop("i2s_head")  # how the cached conversion of an I2_S file is made
         # ggml cannot read bitnet.cpp's I2_S type: such a file runs as a cached TQ2_0 conversion,
         # found before the native loader sees the original (which it would log as an error).
-        self._core = _core.model.Model(str(loadable_path(path)), **native_options)
+        self._core = _core.model.Model(str(loadable_path(path, head)), **native_options)
         self._metadata: dict[str, Any] | None = None
         if (self.options.kernels == "bitnet" and not self.kernels.startswith("bitnet")) or (
             "ggml the rest" in self.kernels

@@ -408,6 +408,14 @@ class LoadOptions(_Options):
         "else ggml's), bitnet (ours, even the scalar fallback) or ggml",
         choices=("auto", "bitnet", "ggml"),
     )
+    i2s_head: Literal["q6_k", "keep"] = option(
+        "q6_k",
+        "choice",
+        "how a bitnet.cpp I2_S file's F16 embedding/output head runs: q6_k (a cached conversion "
+        "to Q6_K, as llama.cpp's quantizer defaults to; near-lossless, 2.6x fewer bytes read per "
+        "token) or keep (F16, exact)",
+        choices=("q6_k", "keep"),
+    )
     use_mmap: bool = option(
         True,
         "bool",

@@ -30,9 +30,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--embedding-type",
-        choices=["f16", "q8_0", "q6_k", "q4_0"],
-        default="f16",
-        help="type of token_embd/output (default f16, kept as it is)",
+        choices=["keep", "f16", "q8_0", "q6_k", "q4_0"],
+        default="keep",
+        help="type of token_embd/output, the output head (default keep: as the input has it); "
+        "q6_k is near-lossless and reads 2.6x fewer bytes per token than f16",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing DST")
     p.set_defaults(func=run)

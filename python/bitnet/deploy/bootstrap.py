@@ -67,6 +67,21 @@ def _checksums(path: Path) -> dict[str, str]:
     }
 
 
+def _float_head(src: Path) -> bool:
+    """Whether a model's embedding/output head is F16/F32 (a checkpoint folder's always is)."""
+    if src.is_dir():
+        return True
+    from ..formats.gguf import read_gguf
+
+    try:
+        tensors = read_gguf(src).tensors
+    except OSError:
+        return False  # the conversion says what is wrong with the file
+    return any(
+        t.name in ("token_embd.weight", "output.weight") and t.type in (0, 1) for t in tensors
+    )
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -80,6 +95,7 @@ class Bootstrapper:
     hf_repo: str | None = DEFAULT_REPO
     source: Path | None = None
     ternary_type: str = "tq2_0"
+    head: str = "q6_k"  # an F16/F32 embedding/output head becomes Q6_K; "keep": as it is
     warmup_tokens: int = 8
     min_free_gb: float = 1.0
     echo: Callable[[str], None] = print
@@ -93,6 +109,8 @@ class Bootstrapper:
             raise BootstrapError("give a model: --from PATH (offline) or --hf-repo REPO")
         if self.ternary_type not in ("tq2_0", "tq1_0", "i2_s"):
             raise BootstrapError(f"--type must be tq2_0, tq1_0 or i2_s, got {self.ternary_type!r}")
+        if self.head not in ("q6_k", "keep"):
+            raise BootstrapError(f"--head must be q6_k or keep, got {self.head!r}")
 
     # -- state ------------------------------------------------------------------------------
 
@@ -275,15 +293,18 @@ class Bootstrapper:
     def _stage_convert(self, inputs: dict[str, Any] | None, prev: dict[str, Any]) -> Any:
         acquired = prev["acquire"]
         if inputs is None:
-            return {"sha256": acquired["sha256"], "type": self.ternary_type}
+            return {"sha256": acquired["sha256"], "type": self.ternary_type, "head": self.head}
         from ..formats.convert import convert
 
         src = Path(acquired["path"])
         stem = src.stem if src.is_file() else src.name
         stem = stem.removesuffix("-i2_s").removesuffix(".gguf") or "model"
         dst = self.model_dir / f"{stem}-{self.ternary_type}.gguf"
+        embedding = "q6_k" if self.head == "q6_k" and _float_head(src) else "keep"
+        if embedding == "q6_k":
+            self.echo("the F16 embedding/output head becomes Q6_K (--head keep keeps it, exact)")
         try:
-            convert(src, dst, type=self.ternary_type)  # type: ignore[arg-type]
+            convert(src, dst, type=self.ternary_type, embedding_type=embedding)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:
             raise BootstrapError(f"cannot convert {src}: {exc}") from exc
         return {"path": str(dst), "sha256": sha256_of(dst), "files": _sizes(dst)}, [dst]
@@ -392,6 +413,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--type", dest="ternary_type", default="tq2_0", choices=["tq2_0", "tq1_0", "i2_s"]
     )
     parser.add_argument(
+        "--head",
+        default="q6_k",
+        choices=["q6_k", "keep"],
+        help="an F16 embedding/output head becomes Q6_K (default: near-lossless, 2.6x fewer "
+        "bytes read per token) or stays as it is (keep: exact)",
+    )
+    parser.add_argument(
         "--clean", action="store_true", help="delete the state and outputs, start over"
     )
 
@@ -404,6 +432,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             hf_repo=args.hf_repo,
             source=args.source,
             ternary_type=args.ternary_type,
+            head=args.head,
         )
         if args.clean:
             boot.clean()

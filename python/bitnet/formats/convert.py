@@ -2,8 +2,10 @@
 
 - I2_S (bitnet.cpp, arch ``bitnet-b1.58``/``bitnet-25``, GGML type 36) -> the project's format
   (arch ``bitnet`` with ``bitnet.hidden_activation``, ternary tensors in TQ2_0 or TQ1_0,
-  ``tokenizer.ggml.pre`` filled in), with the embedding kept F16 or quantized (q8_0, q6_k, q4_0).
-- the project's format -> I2_S, a file bitnet.cpp accepts.
+  ``tokenizer.ggml.pre`` filled in), with the embedding kept as it is, made F16 or quantized
+  (q8_0, q6_k, q4_0).
+- the project's format -> I2_S, a file bitnet.cpp accepts (also with a quantized embedding, as
+  bitnet.cpp's ``llama-quantize --token-embedding-type q6_k`` writes them).
 
 I2_S -> TQ2_0 is lossless apart from rounding each tensor's scale to float16.
 """
@@ -34,12 +36,13 @@ from .gguf import (
 from .hf import hf_checkpoint_tensors
 from .ternary import i2s_pack, i2s_unpack
 
-__all__ = ["convert"]
+__all__ = ["EMBEDDING_TYPES", "convert"]
 
 log = logging.getLogger("bitnet.convert")
 
 TernaryType = Literal["tq2_0", "tq1_0", "i2_s"]
-EmbeddingType = Literal["f16", "q8_0", "q6_k", "q4_0"]
+EmbeddingType = Literal["keep", "f16", "q8_0", "q6_k", "q4_0"]
+EMBEDDING_TYPES: tuple[str, ...] = ("keep", "f16", "q8_0", "q6_k", "q4_0")
 _TYPE_IDS = {
     "f32": 0,
     "f16": 1,
@@ -145,21 +148,24 @@ def convert(
     dst: str | os.PathLike[str],
     *,
     type: TernaryType = "tq2_0",
-    embedding_type: EmbeddingType = "f16",
+    embedding_type: EmbeddingType = "keep",
     progress: bool = False,
 ) -> Path:
     """Convert a BitNet GGUF (official I2_S or the project's format) or a Hugging Face
     checkpoint folder (see :mod:`bitnet.hf`) to ``type``.
+
+    ``embedding_type`` is the type of ``token_embd``/``output`` (the output head): ``keep``
+    leaves them as the source has them (a checkpoint's become F16), the others convert them.
 
     The output is written to ``dst + ".tmp"`` and renamed when complete; ``src`` is never
     modified. Returns the output path.
     """
     if type not in ("tq2_0", "tq1_0", "i2_s"):
         raise ValueError(f"type must be tq2_0, tq1_0 or i2_s, got {type!r}")
-    if embedding_type not in ("f16", "q8_0", "q6_k", "q4_0"):
-        raise ValueError(f"embedding_type must be f16, q8_0, q6_k or q4_0, got {embedding_type!r}")
-    if type == "i2_s" and embedding_type != "f16":
-        raise ValueError("I2_S files keep an F16 embedding (bitnet.cpp's layout)")
+    if embedding_type not in EMBEDDING_TYPES:
+        raise ValueError(
+            f"embedding_type must be {', '.join(EMBEDDING_TYPES)}, got {embedding_type!r}"
+        )
     dst = Path(dst)
     if dst.resolve() == Path(src).resolve():
         raise ValueError("the output must not overwrite the input")
@@ -170,7 +176,7 @@ def convert(
             Path(src),
             _TYPE_IDS[type],
             lambda rows, t: _quantize(rows, names[t]),
-            1 if embedding_type == "f16" else _TYPE_IDS[embedding_type],
+            1 if embedding_type in ("keep", "f16") else _TYPE_IDS[embedding_type],
         )
         if type == "i2_s":
             kv = _target_kv(_Header(Path(src), kv), "i2_s")
@@ -241,7 +247,11 @@ def _plan_tensor(
         if t.type == _TYPE_IDS[ternary]:
             return t.type, lambda: src.data(t)
         return _TYPE_IDS[ternary], lambda: _quantize(_dequantize(src, t), ternary)
-    if t.name in ("token_embd.weight", "output.weight") and embedding != "f16":
+    if t.name in ("token_embd.weight", "output.weight") and embedding != "keep":
+        if t.type == _TYPE_IDS[embedding]:
+            return t.type, lambda: src.data(t)
+        if embedding == "f16":
+            return 1, lambda: _dequantize(src, t).astype("<f2")
         return _TYPE_IDS[embedding], lambda: _quantize(_dequantize(src, t), embedding)
     return t.type, lambda: src.data(t)
 

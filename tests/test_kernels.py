@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -230,6 +232,21 @@ def test_validation():
         K.pack(np.full((1, 128), 2, np.int8), 1.0)
     assert K.kernel_name() in K.available_kernels()
     assert K.cpu_features()["avx2"] == ("avx2" in K.available_kernels())
+
+
+@pytest.mark.parametrize("cap", ["scalar", "avx2", "nonsense"])
+def test_max_isa_caps_the_kernel_auto_picks(cap):
+    import subprocess
+    import sys
+
+    code = "import bitnet.kernels as K; print(K.kernel_name(), ' '.join(K.available_kernels()))"
+    env = {**os.environ, "BITNET_MAX_ISA": cap}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    name, *available = out.stdout.split()
+    if cap == "nonsense" or cap not in available:
+        assert name == K.kernel_name()  # ignored: the fastest runs
+    else:
+        assert name == cap
 
 
 def test_threads_calling_at_once():

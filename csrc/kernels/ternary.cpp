@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <string>
 
 #include "kernels/isa.h"
@@ -77,10 +78,23 @@ const Impl* neon_impl() { return nullptr; }
 #endif
 
 const Impl& best_impl() {
-  if (const Impl* impl = avx512vnni_impl()) return *impl;
-  if (const Impl* impl = avx2_impl()) return *impl;
-  if (const Impl* impl = neon_impl()) return *impl;
-  return scalar_impl();
+  // BITNET_MAX_ISA=avx2 (or scalar) caps what "auto" picks, as oneDNN's ONEDNN_MAX_CPU_ISA does:
+  // to measure the AVX2 path on a CPU that also has AVX-512, or to rule a kernel out. A value
+  // that names nothing runnable is ignored (the fastest kernel runs).
+  static const Impl& chosen = [] () -> const Impl& {
+    const char* cap = std::getenv("BITNET_MAX_ISA");
+    const std::string c = cap != nullptr ? cap : "";
+    if (c == "scalar") return scalar_impl();
+    if (c != "avx2" && c != "neon") {
+      if (const Impl* impl = avx512vnni_impl()) return *impl;
+    }
+    if (c != "neon") {
+      if (const Impl* impl = avx2_impl()) return *impl;
+    }
+    if (const Impl* impl = neon_impl()) return *impl;
+    return scalar_impl();
+  }();
+  return chosen;
 }
 
 const Impl* impl_by_name(const char* name) {

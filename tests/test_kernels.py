@@ -116,6 +116,23 @@ def test_batch_paths_agree(kernel):
         np.testing.assert_array_equal(y, want_n)
         y = _core.kernels.ternary_gemm(i2s, 2560, "i2_s", 1.0, qn, ones_n, sn, 1, kernel, "multi")
         np.testing.assert_array_equal(y, want_n)
+    # Whole row ranges on the tile unit (AMX), where the kernel has them: numpy's exact sums for
+    # row and token counts around its 32 x 32 blocks, on both layouts.
+    for rows, n in ((10, 17), (32, 32), (45, 70)):
+        v = rng.integers(-1, 2, (rows, 2560)).astype(np.int8)
+        qn = rng.integers(-127, 128, (n, 2560)).astype(np.int8)
+        sn = qn.astype(np.int32).sum(axis=1, dtype=np.int32)
+        want_n = numpy_dot(v, qn).astype(np.float32)
+        ones_n = np.ones(n, np.float32)
+        for layout, packed in (("tq2_0", pack_tq2(v, 1.0)), ("i2_s", pack_i2s(v))):
+            try:
+                y = _core.kernels.ternary_gemm(
+                    packed, 2560, layout, 1.0, qn, ones_n, sn, 2, kernel, "rows"
+                )
+            except ValueError as exc:
+                assert "no row-block (AMX) path" in str(exc)
+                break
+            np.testing.assert_array_equal(y, want_n)
     with pytest.raises(ValueError, match="batch_path must be"):
         _core.kernels.ternary_gemm(data, 2560, "tq2_0", 1.0, q, ones, sums, 2, kernel, "fast")
 

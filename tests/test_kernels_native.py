@@ -1,6 +1,7 @@
 """The C++ kernel self-tests: every SIMD implementation the CPU runs equals the scalar reference
 for every tile size (tests/native/kernel_selftest.cpp); the AVX-512 VNNI kernel's logic on any
-CPU, compiled against software intrinsics (tests/native/vnni_emulated.cpp); and the NEON paths
+CPU, compiled against software intrinsics (tests/native/vnni_emulated.cpp), and the AMX-INT8
+kernel's against software tiles (tests/native/amx_emulated.cpp); and the NEON paths
 (with and without the dot-product extension), cross-compiled for AArch64 and run under
 qemu-user where both are installed."""
 
@@ -47,6 +48,16 @@ def test_vnni_kernel_logic_emulated(tmp_path: Path):
     sources = [ROOT / "tests/native/vnni_emulated.cpp", *SOURCES[1:]]
     out = build_and_run(compiler, tmp_path / "vnni", [], sources)
     assert "failures=0" in out and "checked=816" in out  # 480 packed + 336 unpacked tiles
+
+
+@pytest.mark.slow
+def test_amx_kernel_logic_emulated(tmp_path: Path):
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    sources = [ROOT / "tests/native/amx_emulated.cpp", *SOURCES[1:]]
+    out = build_and_run(compiler, tmp_path / "amx", [], sources)
+    assert "failures=0" in out and "checked=180" in out
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ using namespace kernel_args;
 
 std::vector<std::string> available_kernels() {
   std::vector<std::string> names{"scalar"};
-  for (const kernels::Impl* impl : {kernels::avx2_impl(), kernels::avx512vnni_impl(), kernels::neon_impl()}) {
+  for (const kernels::Impl* impl :
+       {kernels::avx2_impl(), kernels::avx512vnni_impl(), kernels::amx_impl(), kernels::neon_impl()}) {
     if (impl != nullptr) names.emplace_back(impl->name);
   }
   return names;
@@ -82,8 +83,14 @@ void register_kernels(py::module_& m) {
             throw py::value_error("kernel '" + std::string(impl.name) + "' has no multi-token path");
           }
           path = kernels::BatchPath::kMulti;
+        } else if (batch_path == "rows") {
+          if (impl.rows == nullptr) {
+            throw py::value_error("kernel '" + std::string(impl.name) + "' has no row-block (AMX) path");
+          }
+          path = kernels::BatchPath::kRows;
         } else if (batch_path != "auto") {
-          throw py::value_error("batch_path must be 'auto', 'packed', 'unpacked' or 'multi', not '" + batch_path + "'");
+          throw py::value_error("batch_path must be 'auto', 'packed', 'unpacked', 'multi' or 'rows', not '" +
+                                batch_path + "'");
         }
         const int64_t rows = weights.shape(0), n = xq.shape(0);
         Floats y({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(rows)});

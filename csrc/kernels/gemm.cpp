@@ -159,6 +159,9 @@ void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1,
   if (path == BatchPath::kMulti || (path == BatchPath::kAuto && x.n > 1 && x.n <= impl.multi_max_tokens)) {
     if (impl.multi_gemv != nullptr) return gemm_rows_multi(impl, w, r0, r1, x, y, y_stride);
   }
+  if (impl.rows != nullptr && (path == BatchPath::kRows || (path == BatchPath::kAuto && x.n >= impl.rows_min_tokens))) {
+    return impl.rows(w, r0, r1, x, y, y_stride);
+  }
   const bool unpacked = impl.unpacked_tile != nullptr &&
                         (path == BatchPath::kUnpacked || (path == BatchPath::kAuto && x.n >= kUnpackMinTokens));
   if (unpacked) {

@@ -60,6 +60,11 @@ void avx2_gemv_dispatch(Layout layout, const uint8_t* w, int64_t ws, int64_t n_r
 void unpack_avx2(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst);
 float quantize_row_avx2(const float* x, int64_t k, int8_t* q, int32_t* sum);
 
+// ---- AMX-INT8 (ternary_amx.cpp): for batches, beside the AVX-512 VNNI kernels
+bool cpu_has_amx();  // the CPU has AMX-TILE and AMX-INT8, and Linux granted the tile registers
+void amx_rows(const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x, float* y,
+              int64_t y_stride);
+
 // ---- AVX-512 VNNI (ternary_avx512vnni.cpp)
 bool cpu_has_avx512vnni();
 void vnni_tile(Layout layout, const uint8_t* w, int64_t ws, int nr, const int8_t* x, int64_t xs, int nt, int64_t k,

@@ -51,10 +51,19 @@ const Impl* avx512vnni_impl() {
                          &vnni_multi_gemv_dispatch, 16, 8};
   return cpu_has_avx512vnni() ? &impl : nullptr;
 }
+
+const Impl* amx_impl() {
+  // Batches past the multi-token kernels' range run on the tile unit (amx_rows.inc); fewer
+  // tokens, one token and the head stay on the VNNI/AVX2 kernels above.
+  static const Impl impl{"amx", &vnni_tile, &vnni_unpacked_tile, &avx2_gemv_dispatch, &vnni_multi_gemv_dispatch,
+                         16, 8, &amx_rows, 17};
+  return cpu_has_avx512vnni() && cpu_has_amx() ? &impl : nullptr;
+}
 #else
 bool cpu_has_avx2() { return false; }
 const Impl* avx2_impl() { return nullptr; }
 const Impl* avx512vnni_impl() { return nullptr; }
+const Impl* amx_impl() { return nullptr; }
 #endif
 
 #if BITNET_NEON
@@ -78,13 +87,16 @@ const Impl* neon_impl() { return nullptr; }
 #endif
 
 const Impl& best_impl() {
-  // BITNET_MAX_ISA=avx2 (or scalar) caps what "auto" picks, as oneDNN's ONEDNN_MAX_CPU_ISA does:
+  // BITNET_MAX_ISA=avx512vnni, avx2 (or scalar) caps what "auto" picks, as oneDNN's ONEDNN_MAX_CPU_ISA does:
   // to measure the AVX2 path on a CPU that also has AVX-512, or to rule a kernel out. A value
   // that names nothing runnable is ignored (the fastest kernel runs).
   static const Impl& chosen = [] () -> const Impl& {
     const char* cap = std::getenv("BITNET_MAX_ISA");
     const std::string c = cap != nullptr ? cap : "";
     if (c == "scalar") return scalar_impl();
+    if (c != "avx512vnni" && c != "avx2" && c != "neon") {
+      if (const Impl* impl = amx_impl()) return *impl;
+    }
     if (c != "avx2" && c != "neon") {
       if (const Impl* impl = avx512vnni_impl()) return *impl;
     }
@@ -103,6 +115,7 @@ const Impl* impl_by_name(const char* name) {
   if (n == "scalar") return &scalar_impl();
   if (n == "avx2") return avx2_impl();
   if (n == "avx512vnni") return avx512vnni_impl();
+  if (n == "amx") return amx_impl();
   if (n == "neon") return neon_impl();
   return nullptr;
 }

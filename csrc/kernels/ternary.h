@@ -62,6 +62,11 @@ using MultiGemvFn = void (*)(Layout layout, const uint8_t* w, int64_t w_stride, 
                              int64_t x_stride, int n_tokens, int64_t k, int32_t* out);
 constexpr int kMaxMultiTokens = 8;  // the most tokens per pass of any implementation
 
+struct TernaryMatrix;
+struct QuantizedActivations;
+using RowsFn = void (*)(const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x, float* y,
+                        int64_t y_stride);
+
 struct Impl {
   const char* name;  // "scalar", "avx2", "avx512vnni"
   TileFn tile;
@@ -75,12 +80,17 @@ struct Impl {
   MultiGemvFn multi_gemv = nullptr;
   int multi_max_tokens = 0;
   int multi_tokens_per_pass = 2;  // <= kMaxMultiTokens
+  // Optional: a whole range of rows for batches of at least rows_min_tokens tokens, with its
+  // own blocking (the AMX tile unit).
+  RowsFn rows = nullptr;
+  int rows_min_tokens = 0;
 };
 
 // Every implementation compiled in, and whether this CPU can run it.
 const Impl& scalar_impl();
 const Impl* avx2_impl();        // nullptr when the CPU lacks AVX2 (or the build is not x86-64)
 const Impl* avx512vnni_impl();  // nullptr when the CPU lacks AVX-512 F/BW/VL + VNNI
+const Impl* amx_impl();         // the VNNI kernels + AMX-INT8 for batches; nullptr without AMX
 const Impl* neon_impl();        // nullptr unless built for AArch64
 // The fastest one this CPU runs.
 const Impl& best_impl();
@@ -127,7 +137,7 @@ float row_scale(const TernaryMatrix& w, int64_t row);
 
 // How a batch runs: kAuto takes the unpacked codes for 4 tokens or more when the implementation
 // has an unpacked kernel; the others force one path (benchmarks and tests compare them).
-enum class BatchPath { kAuto, kPacked, kUnpacked, kMulti };
+enum class BatchPath { kAuto, kPacked, kUnpacked, kMulti, kRows };
 
 // y[t * y_stride + r] = (w[r] . x[t]) for rows [r0, r1) and every token, on one thread.
 void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 Layout = Literal["i2_s", "tq2_0"]
-KernelName = Literal["auto", "scalar", "avx2", "avx512vnni", "neon"]
+KernelName = Literal["auto", "scalar", "avx2", "avx512vnni", "amx", "neon"]
 BLOCK = {"i2_s": 128, "tq2_0": 256}  # k must be a multiple of this
 
 
@@ -198,8 +198,8 @@ def matmul(
 
 
 def kernel_name() -> str:
-    """The kernel matmul and the engine run on this CPU: ``avx512vnni``, ``avx2``, ``neon`` or
-    ``scalar``."""
+    """The kernel matmul and the engine run on this CPU: ``amx`` (AVX-512 VNNI, with AMX-INT8 tiles
+    for batches), ``avx512vnni``, ``avx2``, ``neon`` or ``scalar``."""
     return str(_core.kernels.kernel_name())
 
 

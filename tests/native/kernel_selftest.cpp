@@ -16,7 +16,7 @@ using namespace bitnet::kernels;
 
 int main() {
   std::mt19937 rng(42);
-  const Impl* impls[] = {avx2_impl(), avx512vnni_impl(), neon_impl()};
+  const Impl* impls[] = {avx2_impl(), avx512vnni_impl(), amx_impl(), neon_impl()};
   int checked = 0, failures = 0;
   for (const Impl* impl : impls) {
     if (impl == nullptr) continue;
@@ -115,6 +115,49 @@ int main() {
                             static_cast<int>(layout), static_cast<long>(k), pattern, static_cast<long>(nr),
                             static_cast<long>(offset));
               }
+            }
+          }
+        }
+      }
+    }
+  }
+  // Whole row ranges (AMX tiles, where the CPU has them): equal to the scalar driver, for row
+  // counts around the 32-row blocks and token counts around the 32-token blocks.
+  for (const Impl* impl : impls) {
+    if (impl == nullptr || impl->rows == nullptr) continue;
+    for (Layout layout : {Layout::kI2S, Layout::kTQ2}) {
+      for (int64_t k : {256, 2560}) {
+        const int64_t rb = row_bytes(layout, k), xs = k + 8;
+        for (int64_t n_rows : {7, 32, 45}) {
+          std::vector<uint8_t> w(n_rows * rb);
+          for (auto& b : w) b = static_cast<uint8_t>(rng());
+          if (layout == Layout::kTQ2) {
+            for (int64_t r = 0; r < n_rows; ++r) {
+              for (int64_t blk = 0; blk < k / kTq2Block; ++blk) {
+                w[r * rb + blk * kTq2BlockBytes + 64] = 0x00;
+                w[r * rb + blk * kTq2BlockBytes + 65] = 0x3C;  // fp16 1.0
+              }
+            }
+          }
+          for (int64_t n : {17, 32, 50}) {
+            std::vector<int8_t> q(n * xs);
+            for (auto& v : q) v = static_cast<int8_t>(rng() % 255 - 127);
+            std::vector<float> scale(n, 0.25f);
+            std::vector<int32_t> sum(n);
+            for (int64_t t = 0; t < n; ++t) {
+              for (int64_t i = 0; i < k; ++i) sum[t] += q[t * xs + i];
+            }
+            const TernaryMatrix m{layout, w.data(), n_rows, k, rb, 0.5f};
+            const QuantizedActivations x{q.data(), xs, scale.data(), sum.data(), n};
+            std::vector<float> want(n * n_rows), got(n * n_rows, -1.0f);
+            gemm_rows(scalar_impl(), m, 0, n_rows, x, want.data(), n_rows, BatchPath::kPacked);
+            impl->rows(m, 0, n_rows, x, got.data(), n_rows);
+            ++checked;
+            if (want != got) {
+              ++failures;
+              std::printf("MISMATCH rows %s layout=%d k=%ld rows=%ld tokens=%ld\n", impl->name,
+                          static_cast<int>(layout), static_cast<long>(k), static_cast<long>(n_rows),
+                          static_cast<long>(n));
             }
           }
         }

@@ -21,7 +21,7 @@ def ternary_gemm(
     x_sum: npt.NDArray[np.int32],
     n_threads: int,
     kernel: str,
-    batch_path: Literal["auto", "packed", "unpacked", "multi"] = "auto",
+    batch_path: Literal["auto", "packed", "unpacked", "multi", "rows"] = "auto",
 ) -> npt.NDArray[np.float32]: ...
 def q6k_matmul(
     weights: npt.NDArray[np.uint8],

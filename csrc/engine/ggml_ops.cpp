@@ -42,7 +42,9 @@ void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
   // Chunks of rows (multiples of 4) taken from a shared counter: a thread that runs ahead takes
   // more, instead of waiting at the node's barrier for a static half.
-  const int64_t chunk = std::max<int64_t>(16, (rows / (8 * std::max(1, nth)) + 3) / 4 * 4);
+  int64_t chunk = std::max<int64_t>(16, (rows / (8 * std::max(1, nth)) + 3) / 4 * 4);
+  // The tile unit's kernel computes whole blocks of 32 rows: chunks of whole blocks.
+  if (op->impl->rows != nullptr && n >= op->impl->rows_min_tokens) chunk = (chunk + 31) / 32 * 32;
   (void)ith;
   for (;;) {
     const int64_t r0 = op->next_row.fetch_add(chunk, std::memory_order_relaxed);

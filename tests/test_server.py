@@ -386,7 +386,9 @@ def test_sigterm_drains_then_exits_0(deep_model):
         with httpx.stream(
             "POST",
             srv.url + "/v1/completions",
-            json={"prompt": "Hello", "max_tokens": 400, "stream": True},
+            # ~2 s of generation: still running when the drain is checked below (400 tokens,
+            # ~0.3 s, could finish first and let the server exit before /ready was asked).
+            json={"prompt": "Hello", "max_tokens": 3000, "stream": True},
             timeout=60,
         ) as r:
             received.extend(line for line in r.iter_lines() if line.startswith("data: "))

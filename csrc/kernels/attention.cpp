@@ -130,16 +130,21 @@ BITNET_ATTN_TARGET void attend_avx2(const AttentionShape& shape, const float* q,
     }
     inv[j] = 1.0f / sum;
   }
-  // Weighted sum of the values: each value cell converted once for every query head.
-  for (int j = 0; j < g; ++j) std::fill(out + static_cast<int64_t>(j) * hd, out + static_cast<int64_t>(j + 1) * hd, 0.0f);
-  for (int64_t c = 0; c < n_kv; ++c) {
-    const uint16_t* vc = v + c * shape.cell_stride + off;
+  // Weighted sum of the values: per 8 dimensions and up to four query heads, the sums stay in
+  // registers over the cells (each value chunk converted once for the four). Every lane still
+  // adds the cells in order, so the result is the same as a cell-by-cell pass.
+  for (int j0 = 0; j0 < g; j0 += 4) {
+    const int nj = std::min(4, g - j0);
     for (int d = 0; d < hd; d += 8) {
-      const __m256 vv = load_f16(vc + d);
-      for (int j = 0; j < g; ++j) {
-        float* o = out + static_cast<int64_t>(j) * hd + d;
-        _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(scratch[j * n_kv + c]), vv, _mm256_loadu_ps(o)));
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      const uint16_t* vd = v + off + d;
+      for (int64_t c = 0; c < n_kv; ++c) {
+        const __m256 vv = load_f16(vd + c * shape.cell_stride);
+        for (int j = 0; j < nj; ++j) {
+          acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(scratch[(j0 + j) * n_kv + c]), vv, acc[j]);
+        }
       }
+      for (int j = 0; j < nj; ++j) _mm256_storeu_ps(out + static_cast<int64_t>(j0 + j) * hd + d, acc[j]);
     }
   }
   for (int j = 0; j < g; ++j) {

@@ -71,15 +71,13 @@ def _float_head(src: Path) -> bool:
     """Whether a model's embedding/output head is F16/F32 (a checkpoint folder's always is)."""
     if src.is_dir():
         return True
+    from ..formats.convert import has_float_head
     from ..formats.gguf import read_gguf
 
     try:
-        tensors = read_gguf(src).tensors
+        return has_float_head(read_gguf(src))
     except OSError:
         return False  # the conversion says what is wrong with the file
-    return any(
-        t.name in ("token_embd.weight", "output.weight") and t.type in (0, 1) for t in tensors
-    )
 
 
 def _now() -> str:

@@ -49,7 +49,7 @@ def loadable_path(path: str | os.PathLike[str], head: str = "q6_k") -> Path:
     if cached.exists():  # only I2_S files are ever converted here
         log.info("I2_S file %s: using the converted copy %s", path, cached)
         return cached
-    from .convert import convert  # here, so that sha256_of needs nothing beyond the stdlib
+    from .convert import convert, has_float_head  # here: sha256_of needs only the stdlib
     from .gguf import I2_S, read_gguf
 
     try:
@@ -58,11 +58,7 @@ def loadable_path(path: str | os.PathLike[str], head: str = "q6_k") -> Path:
         return path
     if not any(t.type == I2_S for t in source.tensors):
         return path
-    float_head = any(
-        t.name in ("token_embd.weight", "output.weight") and t.type in (0, 1)  # F32, F16
-        for t in source.tensors
-    )
-    embedding = "q6_k" if head == "q6_k" and float_head else "keep"
+    embedding = "q6_k" if head == "q6_k" and has_float_head(source) else "keep"
     cached.parent.mkdir(parents=True, exist_ok=True)
     log.warning(
         "I2_S file %s: converting it once to TQ2_0%s in %s (the original is not changed)",

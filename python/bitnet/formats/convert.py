@@ -36,7 +36,7 @@ from .gguf import (
 from .hf import hf_checkpoint_tensors
 from .ternary import i2s_pack, i2s_unpack
 
-__all__ = ["EMBEDDING_TYPES", "convert"]
+__all__ = ["EMBEDDING_TYPES", "HEAD_TENSORS", "convert", "has_float_head"]
 
 log = logging.getLogger("bitnet.convert")
 
@@ -54,6 +54,9 @@ _TYPE_IDS = {
     "i2_s": I2_S,
 }
 _TERNARY_IDS = {34, 35, I2_S}
+# The embedding and the output head (tied to it when there is no output.weight): what
+# embedding_type converts.
+HEAD_TENSORS = ("token_embd.weight", "output.weight")
 _FILE_TYPES = {"tq1_0": 36, "tq2_0": 37, "i2_s": 40}
 
 
@@ -100,6 +103,11 @@ def _quantize(rows: np.ndarray, type_name: str) -> np.ndarray:
     from .._native import _core
 
     return _core.gguf.quantize_rows(np.ascontiguousarray(rows, dtype=np.float32), type_name)
+
+
+def has_float_head(src: GgufFile) -> bool:
+    """Whether the embedding/output head is F32 or F16 (what a Q6_K conversion would shrink)."""
+    return any(t.name in HEAD_TENSORS and t.type in (0, 1) for t in src.tensors)
 
 
 # -- metadata ----------------------------------------------------------------------------------
@@ -247,7 +255,7 @@ def _plan_tensor(
         if t.type == _TYPE_IDS[ternary]:
             return t.type, lambda: src.data(t)
         return _TYPE_IDS[ternary], lambda: _quantize(_dequantize(src, t), ternary)
-    if t.name in ("token_embd.weight", "output.weight") and embedding != "keep":
+    if t.name in HEAD_TENSORS and embedding != "keep":
         if t.type == _TYPE_IDS[embedding]:
             return t.type, lambda: src.data(t)
         if embedding == "f16":

@@ -19,6 +19,7 @@ from sse_starlette.sse import EventSourceResponse
 from ..errors import DeadlineExceededError, QueueFullError, SupervisorClosedError
 from ..model import GenerationResult, TokenLogprob
 from ..options import SamplingOptions
+from ..tools import CALL_CLOSE, CALL_OPEN, parse_tool_calls
 from .metrics import Metrics
 from .schemas import HTTPError, _Sampling, error_body
 from .state import ServerState, model_id, ready_supervisor
@@ -455,8 +456,6 @@ class _Choice:
         return [*out, last]
 
     def _read_held(self, final: bool) -> list[dict[str, Any]]:
-        from ..tools import CALL_CLOSE, CALL_OPEN, parse_tool_calls
-
         out: list[dict[str, Any]] = []
         if self.mode is None:
             start = self.held.lstrip()
@@ -494,8 +493,6 @@ class _Choice:
     # -- a whole response
 
     def full(self, result: GenerationResult) -> dict[str, Any]:
-        from ..tools import parse_tool_calls
-
         finish = _finish(result)
         entries = list(result.logprobs or ())
         if not self.chat:

@@ -20,6 +20,7 @@ from ..options import (
     SamplingOptions,
     server_default,
 )
+from ..tools import tool_grammar, tool_messages
 
 __all__ = [
     "ChatCompletionRequest",
@@ -300,8 +301,6 @@ class ChatCompletionRequest(_Sampling):
     def turns(self) -> list[dict[str, Any]]:
         """The messages as plain turns for the chat template (tool calls and results as text,
         the tools described in the system turn)."""
-        from ..tools import tool_messages
-
         for i, message in enumerate(self.messages):
             message.check(i)
         tools = [t.model_dump() for t in self.tools] if self.tools else None
@@ -329,8 +328,6 @@ class ChatCompletionRequest(_Sampling):
             schema = JSON_OBJECT_SCHEMA if fmt.type == "json_object" else schema
             out["json_schema"] = dict(schema) if schema is not None else {}
         if self.tool_mode:
-            from ..tools import tool_grammar
-
             constraints.append("tools")
             tools = [t.model_dump() for t in self.tools or []]
             try:

@@ -40,13 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bitnet
-from bitnet.formats.convert import convert
+from bench_e2e import default_model
 from bitnet.runtime.bench import prompt_speed, random_prompts
-from bitnet.testing import generate_model
-
-MODELS = Path(__file__).resolve().parent / ".models"
-DEFAULT_F16 = MODELS / "bitnet-2b4t-tq2_0.gguf"
-DEFAULT_MODEL = MODELS / "bitnet-2b4t-tq2_0-q6_k.gguf"
 
 
 @dataclass
@@ -257,14 +252,7 @@ def main() -> None:
     parser.add_argument("--skip-one-seq", action="store_true", help="skip the n_seq=1 baseline")
     args = parser.parse_args()
 
-    path = args.model
-    if path is None:
-        path = DEFAULT_MODEL
-        if not path.exists():
-            MODELS.mkdir(parents=True, exist_ok=True)
-            if not DEFAULT_F16.exists():
-                generate_model(DEFAULT_F16, shape="2b4t", activation="relu2")
-            convert(DEFAULT_F16, path, type="tq2_0", embedding_type="q6_k")
+    path = args.model if args.model is not None else default_model("q6_k")
     n_ctx = max(args.prompt + args.tokens + 8, args.long + 64)
     max_streams = max(args.streams)
     print(

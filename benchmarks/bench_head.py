@@ -31,12 +31,9 @@ from pathlib import Path
 import numpy as np
 
 import bitnet
+from bench_e2e import default_model
 from bitnet.formats.convert import convert
 from bitnet.runtime.bench import random_prompts
-from bitnet.testing import generate_model
-
-MODELS = Path(__file__).resolve().parent / ".models"
-DEFAULT_F16 = MODELS / "bitnet-2b4t-tq2_0.gguf"
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -52,12 +49,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=64, help="tokens per prompt")
     parser.add_argument("--tokens", type=int, default=32, help="greedy tokens per prompt")
     args = parser.parse_args()
-    path = args.model
-    if path is None:
-        path = DEFAULT_F16
-        if not path.exists():
-            MODELS.mkdir(parents=True, exist_ok=True)
-            generate_model(path, shape="2b4t", activation="relu2")
+    path = args.model if args.model is not None else default_model()
     with bitnet.Model(path, n_ctx=args.length + args.tokens + 8, n_seq=1) as base:
         prompts = random_prompts(args.length, args.prompts, base.n_vocab, seed=0)
         ref_logits = [base.logits(p).astype(np.float64) for p in prompts]

@@ -26,12 +26,7 @@ import statistics
 from pathlib import Path
 
 import bitnet
-from bitnet.formats.convert import convert
-from bitnet.testing import generate_model
-
-MODELS = Path(__file__).resolve().parent / ".models"
-DEFAULT_F16 = MODELS / "bitnet-2b4t-tq2_0.gguf"
-DEFAULT_MODEL = MODELS / "bitnet-2b4t-tq2_0-q6_k.gguf"
+from bench_e2e import default_model
 
 SCHEMA = {
     "type": "object",
@@ -62,14 +57,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
-    path = args.model
-    if path is None:
-        path = DEFAULT_MODEL
-        if not path.exists():
-            MODELS.mkdir(parents=True, exist_ok=True)
-            if not DEFAULT_F16.exists():
-                generate_model(DEFAULT_F16, shape="2b4t", activation="relu2")
-            convert(DEFAULT_F16, path, type="tq2_0", embedding_type="q6_k")
+    path = args.model if args.model is not None else default_model("q6_k")
     model = bitnet.Model(path, n_ctx=256, n_threads=args.threads, n_seq=1)
     print(
         f"model {path.name} (vocab {model.n_vocab}); {args.threads} threads; up to "

@@ -57,8 +57,11 @@ def test_concurrency_limit_holds_under_a_burst(runtime):
                     await asyncio.sleep(0.001)
 
             watcher = asyncio.create_task(watch())
+            # Generations long enough (~10 ms each) that two running at once are seen by a
+            # watcher polling every millisecond: 6 tokens took ~1 ms and the peak read 1 now and
+            # then.
             results = await asyncio.gather(
-                *(sup.generate(f"Hello {i}", max_tokens=6, temperature=0) for i in range(10))
+                *(sup.generate(f"Hello {i}", max_tokens=64, temperature=0) for i in range(10))
             )
             watcher.cancel()
             assert len(results) == 10 and peak == 2

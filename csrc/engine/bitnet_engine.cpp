@@ -309,7 +309,7 @@ ggml_tensor* BitNetEngine::matmul(ggml_context* ctx, ggml_tensor* w, ggml_tensor
     if (!ggml_is_contiguous(x)) x = ggml_cont(ctx, x);
     ggml_tensor* args[] = {x};
     *xq = ggml_custom_4d(ctx, GGML_TYPE_I8, x->ne[0] + ops::kQuantTail, x->ne[1], 1, 1, args, 1, &ops::quantize_op,
-                         GGML_N_TASKS_MAX, nullptr);
+                         GGML_N_TASKS_MAX, const_cast<kernels::Impl*>(kernel_impl_));
   }
   if (n_op_states_ == op_states_.size()) {
     throw EngineError("internal: more ternary matmuls in one graph than BitNetEngine prepared for");

@@ -12,14 +12,20 @@ namespace bitnet::engine::ops {
 // kQuantTail pads the rows to 64-byte alignment: misaligned activation rows made the GEMM ~25%
 // slower.
 
-void quantize_op(ggml_tensor* dst, int ith, int nth, void* /*userdata*/) {
+void quantize_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
   const ggml_tensor* src = dst->src[0];
   const int64_t k = src->ne[0];
+  const auto* impl = static_cast<const kernels::Impl*>(userdata);
+  // Batches the tile unit runs are written in its order once here, not reordered per matmul.
+  const bool tile_order = impl != nullptr && kernels::takes_rows_path(*impl, src->ne[1]);
+  static thread_local std::vector<int8_t> natural;
+  if (tile_order) natural.resize(static_cast<size_t>(k));
   for (int64_t t = ith; t < src->ne[1]; t += nth) {
     const float* x = reinterpret_cast<const float*>(static_cast<const char*>(src->data) + t * src->nb[1]);
     int8_t* q = static_cast<int8_t*>(dst->data) + t * dst->nb[1];
     int32_t sum = 0;
-    const float scale = kernels::quantize_row(x, k, q, &sum);
+    const float scale = kernels::quantize_row(x, k, tile_order ? natural.data() : q, &sum);
+    if (tile_order) kernels::to_tile_order(natural.data(), k, q);
     std::memcpy(q + k, &scale, sizeof scale);
     std::memcpy(q + k + 4, &sum, sizeof sum);
   }
@@ -37,7 +43,8 @@ void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata) {
     std::memcpy(&scale[t], q + t * xq->nb[1] + k, sizeof(float));
     std::memcpy(&sum[t], q + t * xq->nb[1] + k + 4, sizeof(int32_t));
   }
-  const kernels::QuantizedActivations x{q, static_cast<int64_t>(xq->nb[1]), scale.data(), sum.data(), n};
+  const kernels::QuantizedActivations x{q, static_cast<int64_t>(xq->nb[1]), scale.data(), sum.data(), n,
+                                        kernels::takes_rows_path(*op->impl, n)};  // as quantize_op wrote them
   auto* y = static_cast<float*>(dst->data);
   const int64_t y_stride = static_cast<int64_t>(dst->nb[1] / sizeof(float));
   // Chunks of rows (multiples of 4) taken from a shared counter: a thread that runs ahead takes

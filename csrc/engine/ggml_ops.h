@@ -45,8 +45,9 @@ struct AttentionOpState {
   const int32_t* n_kv = nullptr;
 };
 
-// ggml_custom_4d callbacks. quantize_op: src[0] float activations -> I8 rows
-// [k int8 | f32 scale | i32 sum]. ternary_op (userdata: TernaryOpState): src[1] those rows ->
+// ggml_custom_4d callbacks. quantize_op (userdata: the kernels' Impl): src[0] float activations
+// -> I8 rows [k int8 | f32 scale | i32 sum], the int8 in tile order when the Impl runs the batch
+// on Impl::rows. ternary_op (userdata: TernaryOpState): src[1] those rows ->
 // f32 outputs. head_op (userdata: HeadOpState): src[1] float activations -> logits.
 void quantize_op(ggml_tensor* dst, int ith, int nth, void* userdata);
 void ternary_op(ggml_tensor* dst, int ith, int nth, void* userdata);

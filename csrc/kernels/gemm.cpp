@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <vector>
 
+#if defined(__x86_64__) || defined(_M_X64)
+#include <emmintrin.h>
+#endif
+
 #include "kernels/fp16.h"
 #include "kernels/isa.h"
 #include "kernels/thread_pool.h"
@@ -23,6 +27,38 @@ void unpack_codes(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uin
   if (avx2) return unpack_avx2(layout, row, g0, g1, dst);
 #endif
   return unpack_scalar(layout, row, g0, g1, dst);
+}
+
+void to_tile_order(const int8_t* src, int64_t k, int8_t* dst) {
+  for (int64_t g = 0; g < k; g += kGroup, src += kGroup, dst += kGroup) {
+#if BITNET_X86
+    // Per 16 bytes q of the four planes: bytes, then pairs of bytes interleaved (SSE2).
+    for (int h = 0; h < 32; h += 16) {
+      const __m128i p0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + h));
+      const __m128i p1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 32 + h));
+      const __m128i p2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 64 + h));
+      const __m128i p3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 96 + h));
+      const __m128i a = _mm_unpacklo_epi8(p0, p1), b = _mm_unpackhi_epi8(p0, p1);
+      const __m128i c = _mm_unpacklo_epi8(p2, p3), d = _mm_unpackhi_epi8(p2, p3);
+      auto* out = reinterpret_cast<__m128i*>(dst + 4 * h);
+      _mm_storeu_si128(out, _mm_unpacklo_epi16(a, c));
+      _mm_storeu_si128(out + 1, _mm_unpackhi_epi16(a, c));
+      _mm_storeu_si128(out + 2, _mm_unpacklo_epi16(b, d));
+      _mm_storeu_si128(out + 3, _mm_unpackhi_epi16(b, d));
+    }
+#else
+    for (int q = 0; q < 32; ++q) {
+      for (int i = 0; i < 4; ++i) dst[4 * q + i] = src[32 * i + q];
+    }
+#endif
+  }
+}
+
+bool takes_rows_path(const Impl& impl, int64_t n, BatchPath path) {
+  if (path == BatchPath::kMulti || (path == BatchPath::kAuto && n > 1 && n <= impl.multi_max_tokens)) {
+    if (impl.multi_gemv != nullptr) return false;
+  }
+  return impl.rows != nullptr && (path == BatchPath::kRows || (path == BatchPath::kAuto && n >= impl.rows_min_tokens));
 }
 
 namespace {
@@ -156,11 +192,37 @@ void gemm_rows_unpacked(const Impl& impl, const TernaryMatrix& w, int64_t r0, in
 
 void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,
                float* y, int64_t y_stride, BatchPath path) {
+  if (takes_rows_path(impl, x.n, path)) {
+    if (x.tile_order) return impl.rows(w, r0, r1, x, y, y_stride);
+    static thread_local std::vector<int8_t> ordered;
+    ordered.resize(static_cast<size_t>(x.n * w.k));
+    for (int64_t t = 0; t < x.n; ++t) to_tile_order(x.q + t * x.stride, w.k, ordered.data() + t * w.k);
+    QuantizedActivations xo = x;
+    xo.q = ordered.data();
+    xo.stride = w.k;
+    xo.tile_order = true;
+    return impl.rows(w, r0, r1, xo, y, y_stride);
+  }
+  if (x.tile_order) {  // the other paths read natural order (no caller of ours gets here)
+    static thread_local std::vector<int8_t> natural;
+    natural.resize(static_cast<size_t>(x.n * w.k));
+    for (int64_t t = 0; t < x.n; ++t) {
+      const int8_t* src = x.q + t * x.stride;
+      int8_t* dst = natural.data() + t * w.k;
+      for (int64_t g = 0; g < w.k; g += kGroup) {
+        for (int q = 0; q < 32; ++q) {
+          for (int i = 0; i < 4; ++i) dst[g + 32 * i + q] = src[g + 4 * q + i];
+        }
+      }
+    }
+    QuantizedActivations xn = x;
+    xn.q = natural.data();
+    xn.stride = w.k;
+    xn.tile_order = false;
+    return gemm_rows(impl, w, r0, r1, xn, y, y_stride, path);
+  }
   if (path == BatchPath::kMulti || (path == BatchPath::kAuto && x.n > 1 && x.n <= impl.multi_max_tokens)) {
     if (impl.multi_gemv != nullptr) return gemm_rows_multi(impl, w, r0, r1, x, y, y_stride);
-  }
-  if (impl.rows != nullptr && (path == BatchPath::kRows || (path == BatchPath::kAuto && x.n >= impl.rows_min_tokens))) {
-    return impl.rows(w, r0, r1, x, y, y_stride);
   }
   const bool unpacked = impl.unpacked_tile != nullptr &&
                         (path == BatchPath::kUnpacked || (path == BatchPath::kAuto && x.n >= kUnpackMinTokens));

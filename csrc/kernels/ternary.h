@@ -81,7 +81,7 @@ struct Impl {
   int multi_max_tokens = 0;
   int multi_tokens_per_pass = 2;  // <= kMaxMultiTokens
   // Optional: a whole range of rows for batches of at least rows_min_tokens tokens, with its
-  // own blocking (the AMX tile unit).
+  // own blocking (the AMX tile unit); it reads activations in tile order (to_tile_order).
   RowsFn rows = nullptr;
   int rows_min_tokens = 0;
 };
@@ -106,14 +106,21 @@ bool cpu_has_neon_dotprod();
 void unpack_codes(Layout layout, const uint8_t* row, int64_t g0, int64_t g1, uint8_t* dst);
 
 // Quantized activations of n tokens: q rows of k int8 (stride x_stride bytes), x ~= q * scale,
-// and sum = sum_k q (subtracted from code sums, since codes are w + 1).
+// and sum = sum_k q (subtracted from code sums, since codes are w + 1). tile_order: the rows are
+// in to_tile_order's order (what Impl::rows reads; gemm_rows reorders a copy when they are not).
 struct QuantizedActivations {
   const int8_t* q;
   int64_t stride;
   const float* scale;
   const int32_t* sum;
   int64_t n;
+  bool tile_order = false;
 };
+
+// The order of k values (k a multiple of kGroup) that Impl::rows reads: within each group of
+// 128, dst[4q + i] = src[32i + q], the i-th code of the group's packed byte q next to its
+// neighbours (both layouts keep weights q, 32 + q, 64 + q and 96 + q in byte q).
+void to_tile_order(const int8_t* src, int64_t k, int8_t* dst);
 
 // Per-token absmax quantization of one row of k floats to int8 in [-127, 127]; returns the
 // scale (absmax / 127, or 1 for an all-zero row) and writes the sum of q to *sum.
@@ -138,6 +145,10 @@ float row_scale(const TernaryMatrix& w, int64_t row);
 // How a batch runs: kAuto takes the unpacked codes for 4 tokens or more when the implementation
 // has an unpacked kernel; the others force one path (benchmarks and tests compare them).
 enum class BatchPath { kAuto, kPacked, kUnpacked, kMulti, kRows };
+
+// Whether gemm_rows runs a batch of n tokens on impl.rows (so its activations are best quantized
+// in tile order once, rather than reordered by every call).
+bool takes_rows_path(const Impl& impl, int64_t n, BatchPath path = BatchPath::kAuto);
 
 // y[t * y_stride + r] = (w[r] . x[t]) for rows [r0, r1) and every token, on one thread.
 void gemm_rows(const Impl& impl, const TernaryMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& x,

@@ -21,37 +21,63 @@ namespace bitnet::kernels::detail {
 
 namespace {
 
-// b_tile_reference with AVX-512: the 16 rows' 64 bytes as 16 x 16 int32, transposed in four
-// rounds of shuffles (the weights' 4-byte groups move whole).
-__attribute__((target("avx512f"))) void b_tile_avx512(const uint8_t* src, int64_t stride, uint8_t* tile) {
-  __m512i r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_si512(src + i * stride);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int h = 0; h < 16; h += 8) {
-    for (int i = 0; i < 4; ++i) {
-      t[h + i] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0x88);
-      t[h + i + 4] = _mm512_shuffle_i32x4(r[h + i], r[h + i + 4], 0xdd);
+// The shuffle controls of b_tile_vbmi. gather[p]: for tile rows kk = 4p..4p+3, byte
+// 8m + 2(kk % 4) + b of the result is packed byte kk of row n = 2m + b, picked (vpermt2b) from two
+// registers of four rows' 16 bytes each. extract[layout][kk % 4]: byte 4b + i of each qword is the
+// 8-bit field of that qword (vpmultishiftqb) whose low two bits are plane i of row 2m + b.
+struct BTileControls {
+  alignas(64) uint8_t gather[4][64];
+  alignas(64) uint8_t extract[2][4][64];
+  BTileControls() {
+    for (int p = 0; p < 4; ++p) {
+      for (int pos = 0; pos < 64; ++pos) {
+        const int m = pos / 8, kl = (pos % 8) / 2, b = pos % 2, nl = (2 * m + b) % 8;
+        gather[p][pos] = static_cast<uint8_t>((nl / 4) * 64 + (nl % 4) * 16 + 4 * p + kl);
+      }
+    }
+    for (int l = 0; l < 2; ++l) {
+      for (int kl = 0; kl < 4; ++kl) {
+        for (int pos = 0; pos < 64; ++pos) {
+          const int b = (pos % 8) / 4, i = pos % 4;
+          const int shift = l == 0 ? plane_shift<Layout::kI2S>(i) : plane_shift<Layout::kTQ2>(i);
+          extract[l][kl][pos] = static_cast<uint8_t>(8 * (2 * kl + b) + shift);
+        }
+      }
     }
   }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+};
+
+// b_tile_reference with AVX-512 VBMI: the 16 rows' 16 bytes in four registers; per four tile
+// rows, two two-table byte shuffles put each qword's row pair side by side, then per tile row one
+// multishift pulls the four planes of both bytes into place (and a mask keeps their two bits).
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void b_tile_vbmi(Layout layout, const uint8_t* const* rows,
+                                                                        int64_t offset, uint8_t* tile) {
+  static const BTileControls controls;
+  __m512i z[4];
+  for (int j = 0; j < 4; ++j) {
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * j] + offset)));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * j + 1] + offset)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * j + 2] + offset)), 2);
+    z[j] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(rows[4 * j + 3] + offset)), 3);
   }
-  for (int i = 0; i < 16; ++i) _mm512_storeu_si512(tile + i * 64, r[i]);
+  const __m512i mask = _mm512_set1_epi8(3);
+  const int l = layout == Layout::kI2S ? 0 : 1;
+  for (int p = 0; p < 4; ++p) {
+    const __m512i idx = _mm512_load_si512(controls.gather[p]);
+    const __m512i lo = _mm512_permutex2var_epi8(z[0], idx, z[1]);
+    const __m512i hi = _mm512_permutex2var_epi8(z[2], idx, z[3]);
+    const __m512i pairs = _mm512_mask_blend_epi64(0xF0, lo, hi);
+    for (int kl = 0; kl < 4; ++kl) {
+      const __m512i ctrl = _mm512_load_si512(controls.extract[l][kl]);
+      const __m512i codes = _mm512_and_si512(_mm512_multishift_epi64_epi8(ctrl, pairs), mask);
+      _mm512_storeu_si512(tile + (4 * p + kl) * 64, codes);
+    }
+  }
 }
 
 }  // namespace
 
-#define BITNET_AMX_B_TILE b_tile_avx512
+#define BITNET_AMX_B_TILE b_tile_vbmi
 
 #include "kernels/amx_rows.inc"
 
@@ -64,6 +90,7 @@ bool amx_usable() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   if (((d >> 24) & 1) == 0 || ((d >> 25) & 1) == 0) return false;  // AMX-TILE, AMX-INT8
+  if (((c >> 1) & 1) == 0) return false;  // AVX512_VBMI (every AMX CPU so far has it): the B tiles
   if (!__get_cpuid(1, &a, &b, &c, &d) || ((c >> 27) & 1) == 0) return false;  // OSXSAVE
   uint32_t lo = 0, hi = 0;
   __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));

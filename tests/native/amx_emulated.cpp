@@ -2,7 +2,8 @@
 // kernel is compiled against software tiles written from Intel's definitions of LDTILECFG,
 // TILEZERO, TILELOADD, TDPBSSD, TILESTORED and TILERELEASE, and its output compared, bit for
 // bit, with the scalar path of the GEMM driver: both layouts, row counts that are not multiples
-// of 32, token counts below, at and past 32, and extreme codes and activations. On a CPU with
+// of 32, token counts below, at and past 32, and extreme codes and activations. The activations
+// are given in tile order, reordered here independently of the library's to_tile_order. On a CPU with
 // AMX the real kernel is also checked by kernel_selftest.cpp and the Python tests.
 #include <algorithm>
 #include <cstdint>
@@ -129,9 +130,19 @@ int main() {
             }
             const TernaryMatrix m{layout, w.data(), rows, k, rb, 0.5f};
             const QuantizedActivations x{q.data(), xs, scale.data(), sum.data(), n};
+            // The kernel reads activations in tile order (within each 128: position 4q + i holds
+            // value 32i + q), written here by hand; the oracle reads the natural order.
+            std::vector<int8_t> qt(q.size());
+            for (int64_t t = 0; t < n; ++t) {
+              for (int64_t p = 0; p < k; ++p) {
+                const int64_t g = p / 128 * 128, qq = p % 128 / 4, i = p % 4;
+                qt[t * xs + p] = q[t * xs + g + 32 * i + qq];
+              }
+            }
+            const QuantizedActivations xt{qt.data(), xs, scale.data(), sum.data(), n, true};
             std::vector<float> want(static_cast<size_t>(n * rows)), got(want.size(), -1.0f);
             gemm_rows(scalar_impl(), m, 0, rows, x, want.data(), rows, BatchPath::kPacked);
-            emu_kernel::amx_rows(m, 0, rows, x, got.data(), rows);
+            emu_kernel::amx_rows(m, 0, rows, xt, got.data(), rows);
             ++checked;
             if (std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) != 0) {
               ++failures;

@@ -151,9 +151,18 @@ int main() {
             const QuantizedActivations x{q.data(), xs, scale.data(), sum.data(), n};
             std::vector<float> want(n * n_rows), got(n * n_rows, -1.0f);
             gemm_rows(scalar_impl(), m, 0, n_rows, x, want.data(), n_rows, BatchPath::kPacked);
-            impl->rows(m, 0, n_rows, x, got.data(), n_rows);
+            // Natural order in: the driver reorders a copy (to_tile_order) for the tile kernel.
+            gemm_rows(*impl, m, 0, n_rows, x, got.data(), n_rows, BatchPath::kRows);
+            // Tile order in (reordered here by hand), on a path that reads natural order.
+            std::vector<int8_t> qt(q.size());
+            for (int64_t t = 0; t < n; ++t) {
+              for (int64_t p = 0; p < k; ++p) qt[t * xs + p] = q[t * xs + p / 128 * 128 + 32 * (p % 4) + p % 128 / 4];
+            }
+            const QuantizedActivations xt{qt.data(), xs, scale.data(), sum.data(), n, true};
+            std::vector<float> got_back(n * n_rows, -1.0f);
+            gemm_rows(scalar_impl(), m, 0, n_rows, xt, got_back.data(), n_rows, BatchPath::kPacked);
             ++checked;
-            if (want != got) {
+            if (want != got || want != got_back) {
               ++failures;
               std::printf("MISMATCH rows %s layout=%d k=%ld rows=%ld tokens=%ld\n", impl->name,
                           static_cast<int>(layout), static_cast<long>(k), static_cast<long>(n_rows),

@@ -181,6 +181,8 @@ FLOORS = {
     "_aliases": 0,
     "grammar": 0,
     "cpu": 1,
+    "accelerators": 1,
+    "telemetry": 1,
     "chat": 1,
     "tools": 1,
     "formats": 1,
@@ -189,8 +191,10 @@ FLOORS = {
     "runtime": 3,
     "server": 4,
     "deploy": 4,
+    "snapshot": 4,
     "cli": 5,
     "testing": 5,
+    "dashboard": 5,
 }
 
 

@@ -149,9 +149,14 @@ def test_diagnostics_contents(tiny_relu2):
         "model",
         "threads",
         "kernels",
+        "accelerators",
         "problems",
     }
     assert data["schema"] == "bitnet.diagnostics/1" and data["ok"] is True
+    acc = data["accelerators"]
+    assert acc["backend"] == "cpu" and "CPU engine" in acc["backend_reason"]
+    assert isinstance(acc["gpu_offload"], bool) and isinstance(acc["devices"], list)
+    assert any(d["type"] == "cpu" for d in acc["backend_devices"])
     assert (
         data["bitnet"]["version"] == bitnet.__version__ and data["bitnet"]["compiled_cpu_features"]
     )

@@ -239,7 +239,8 @@ void register_model(py::module_& m) {
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model", "A loaded GGUF model: engine, KV cache and vocabulary.")
       .def(py::init([](py::handle path, py::handle engine, py::handle n_ctx, py::handle n_batch, py::handle n_threads,
-                       py::handle n_threads_batch, py::handle use_mmap, py::handle kernels, py::handle n_seq) {
+                       py::handle n_threads_batch, py::handle use_mmap, py::handle kernels, py::handle n_seq,
+                       py::handle n_gpu_layers) {
              model::ModelOptions options;
              const std::string file = pyconv::path_arg(path);
              options.engine = choice_arg(engine, "engine", {"auto", "bitnet", "llama"});
@@ -251,6 +252,7 @@ void register_model(py::module_& m) {
              options.config.use_mmap = pyconv::bool_arg(use_mmap, "use_mmap");
              options.config.kernels = choice_arg(kernels, "kernels", {"auto", "bitnet", "ggml"});
              options.config.n_seq = static_cast<int>(pyconv::int_arg(n_seq, "n_seq", 0, kMaxSequences));
+             options.config.n_gpu_layers = static_cast<int>(pyconv::int_arg(n_gpu_layers, "n_gpu_layers", 0, 100000));
              // Loading reads only native state; log lines re-acquire the GIL themselves.
              py::gil_scoped_release release;
              // Destroying a model joins its scheduler thread, which may be logging (and so
@@ -266,7 +268,7 @@ void register_model(py::module_& m) {
            }),
            py::arg("path"), py::kw_only(), py::arg("engine"), py::arg("n_ctx"), py::arg("n_batch"),
            py::arg("n_threads"), py::arg("n_threads_batch"), py::arg("use_mmap"), py::arg("kernels"),
-           py::arg("n_seq") = 0)
+           py::arg("n_seq") = 0, py::arg("n_gpu_layers") = 0)
       .def_property_readonly("path", [](const Model& m) { return pyconv::decode_utf8(m.path()); })
       .def_property_readonly("engine", &Model::engine_name)
       .def_property_readonly("kernels", &Model::kernels)

@@ -17,6 +17,9 @@ struct EngineConfig {
   int n_threads = 1;        // generation (one token per decode)
   int n_threads_batch = 1;  // prompt processing (several tokens per decode)
   bool use_mmap = true;
+  // libllama engine: layers offloaded to a GPU backend, when the linked llama.cpp has one
+  // (llama_supports_gpu_offload); BitNetEngine runs every layer on the CPU.
+  int n_gpu_layers = 0;
   // Ternary matmuls: "auto" (ours when the CPU has a SIMD path), "bitnet" (ours) or "ggml".
   std::string kernels = "auto";
 };

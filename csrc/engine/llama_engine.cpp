@@ -10,7 +10,7 @@
 
 namespace bitnet::engine {
 
-SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap,
+SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap, int n_gpu_layers,
                                   const gguf_context* metadata) {
   {
     gguf_context_ptr parsed;
@@ -24,6 +24,7 @@ SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool
   }
   llama_model_params params = llama_model_default_params();
   params.vocab_only = vocab_only;
+  params.n_gpu_layers = vocab_only ? 0 : n_gpu_layers;
   params.load_mode = use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
   llama_model* model = llama_model_load_from_file(path.c_str(), params);
   if (model == nullptr) {
@@ -37,7 +38,7 @@ SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool
 }
 
 LlamaEngine::LlamaEngine(const std::string& path, const EngineConfig& config)
-    : Engine(config.n_seq), config_(config), model_(load_llama_model(path, false, config.use_mmap)) {
+    : Engine(config.n_seq), config_(config), model_(load_llama_model(path, false, config.use_mmap, config.n_gpu_layers)) {
   constexpr int kMaxSeq = 256;  // LLAMA_MAX_SEQ (src/llama-cparams.h): libllama aborts beyond it
   if (config_.n_seq < 1 || config_.n_seq > kMaxSeq) {
     throw InvalidArgument("n_seq must be in [1, " + std::to_string(kMaxSeq) + "] for engine='llama'");

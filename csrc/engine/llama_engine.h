@@ -18,7 +18,7 @@ using SharedLlamaModel = std::shared_ptr<llama_model>;
 // Loads a llama_model (vocab_only: tokenizer and metadata, no weights), after checking what
 // libllama would abort on. `metadata`: the file's already parsed GGUF metadata, if the caller
 // has it (else it is parsed here). Throws ModelLoadError.
-SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap,
+SharedLlamaModel load_llama_model(const std::string& path, bool vocab_only, bool use_mmap, int n_gpu_layers,
                                   const gguf_context* metadata = nullptr);
 
 class LlamaEngine final : public Engine {

@@ -25,7 +25,7 @@ Model::Model(const std::string& path, const ModelOptions& options_in) : path_(pa
     auto bitnet = std::make_unique<engine::BitNetEngine>(path, std::move(gguf), std::move(tensors_owner), options.config);
     // The vocabulary's checks read the metadata the engine already parsed.
     vocab_ = std::make_unique<Vocab>(
-        engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap, bitnet->metadata()));
+        engine::load_llama_model(path, /*vocab_only=*/true, options.config.use_mmap, 0, bitnet->metadata()));
     engine_ = std::move(bitnet);
   } else if (kind == "llama") {
     if (options.config.kernels == "bitnet") {

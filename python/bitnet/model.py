@@ -189,6 +189,12 @@ class Model:
         # found before the native loader sees the original (which it would log as an error).
         self._core = _core.model.Model(str(loadable_path(path, head)), **native_options)
         self._metadata: dict[str, Any] | None = None
+        if self.options.n_gpu_layers:
+            from .accelerators import backend_choice, detect_accelerators
+
+            choice = backend_choice(self.engine, self.options.n_gpu_layers, detect_accelerators())
+            if choice.warning:
+                _log.warning("%s: %s", path, choice.warning)
         if (self.options.kernels == "bitnet" and not self.kernels.startswith("bitnet")) or (
             "ggml the rest" in self.kernels
         ):

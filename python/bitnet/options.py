@@ -422,6 +422,16 @@ class LoadOptions(_Options):
         "memory-map the weights instead of reading them into memory",
         flags=("--no-mmap",),
     )
+    n_gpu_layers: int = option(
+        0,
+        "int",
+        "layers libllama offloads to a GPU (engine llama, when the linked llama.cpp was built "
+        "with a GPU backend; BitNet models always run on the CPU engine); the plan says which "
+        "backend runs and why",
+        low=0,
+        high=100000,
+        flags=("-ngl", "--n-gpu-layers"),
+    )
     n_seq: int = option(
         0,
         "int",

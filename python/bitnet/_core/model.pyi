@@ -54,6 +54,7 @@ class Model:
         use_mmap: bool,
         kernels: str,
         n_seq: int = 0,
+        n_gpu_layers: int = 0,
     ) -> None: ...
     @property
     def path(self) -> str: ...

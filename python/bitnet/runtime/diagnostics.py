@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import cpu, events
+from ..accelerators import backend_choice, backend_devices, detect_accelerators
 from .._native import _core
 from ..cpu import (
     _ARM_FEATURE_FLAGS,
@@ -52,6 +53,9 @@ class Diagnostics:
     threads: dict[str, Any]
     kernels: dict[str, Any]
     problems: list[Problem]
+    # GPUs found (bitnet.accelerators), the linked llama.cpp's backend devices and whether it
+    # can offload layers, and where this runtime's model runs (backend, backend_reason).
+    accelerators: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +71,7 @@ class Diagnostics:
             "model": self.model,
             "threads": self.threads,
             "kernels": self.kernels,
+            "accelerators": self.accelerators,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -84,6 +89,15 @@ class Diagnostics:
             f"threads {self.threads['generation']} generation, {self.threads['prompt']} prompt",
             f"kernels {self.kernels['ternary']}",
         ]
+        a = self.accelerators
+        if a:
+            devices = ", ".join(str(d["name"]) for d in a["devices"]) or "none"
+            lines.append(
+                f"accelerators {devices}; llama.cpp GPU offload "
+                f"{'available' if a['gpu_offload'] else 'not built in'}"
+            )
+            if a.get("backend"):
+                lines.append(f"backend {a['backend']}: {a['backend_reason']}")
         if self.memory["total_bytes"]:
             lines.append(
                 f"memory {self.memory['available_bytes'] / 2**30:.1f} GiB available of "
@@ -150,6 +164,23 @@ def diagnose(runtime: BitNetRuntime | None, *, check_sha256: bool | None = None)
                         f"({memory['available_bytes'] / 2**30:.2f} GiB); expect paging",
                     )
                 )
+    found = detect_accelerators()
+    accelerators: dict[str, Any] = {
+        "devices": [d.to_dict() for d in found],
+        "gpu_offload": build.get("gpu_offload") == "yes",
+        "backend_devices": backend_devices(),
+    }
+    if runtime is not None:
+        choice = backend_choice(
+            engine,
+            runtime.options.n_gpu_layers,
+            found,
+            offload=accelerators["gpu_offload"],
+        )
+        accelerators["backend"] = choice.backend
+        accelerators["backend_reason"] = choice.reason
+        if choice.warning:
+            problems.append(Problem("warning", "gpu_layers_ignored", choice.warning))
     return Diagnostics(
         bitnet={
             "version": build["version"],
@@ -183,6 +214,7 @@ def diagnose(runtime: BitNetRuntime | None, *, check_sha256: bool | None = None)
             "bitnet_kernels_available": list(_core.kernels.available_kernels()),
         },
         problems=problems,
+        accelerators=accelerators,
     )
 
 

@@ -23,6 +23,7 @@ from ..formats.cache import sha256_of
 from ..formats.gguf import BITNET_ARCHITECTURES
 from ..model import GenerationResult, Model
 from ..options import MAX_SEQUENCES, LoadOptions, SamplingOptions, checked_int
+from ..accelerators import backend_choice, detect_accelerators
 from .diagnostics import Diagnostics, _kernel_description, diagnose
 
 __all__ = ["PLAN_SCHEMA", "BitNetRuntime", "RuntimePlan", "run_generation"]
@@ -49,6 +50,12 @@ class RuntimePlan:
     kv_cache_bytes: int  # every sequence at n_ctx (BitNetEngine's grows with use up to this)
     command: str
     warnings: list[str] = field(default_factory=list)
+    # Where it runs: "cpu" or "gpu" (libllama's offload of n_gpu_layers), why, and the
+    # accelerators this machine has (bitnet.accelerators).
+    backend: str = "cpu"
+    backend_reason: str = ""
+    n_gpu_layers: int = 0
+    accelerators: list[str] = field(default_factory=list)
 
     @property
     def memory_bytes(self) -> int:
@@ -71,6 +78,7 @@ class RuntimePlan:
             f"{self.n_ctx} tokens",
             f"threads      {self.threads} generation, {self.threads_batch} prompt",
             f"kernels      {self.kernels}",
+            f"backend      {self.backend}: {self.backend_reason}",
             f"memory       {_size(self.memory_bytes)} = weights {_size(self.weights_bytes)} "
             f"(memory-mapped; our kernels repack the ternary ones) + KV cache "
             f"{_size(self.kv_cache_bytes)} "
@@ -278,6 +286,12 @@ class BitNetRuntime:
         types = sorted({t["type"] for t in tensors})
         ternary = [t for t in types if t in ("tq1_0", "tq2_0", "i2_s")]
         warnings = list(self.warnings)
+        accelerators = detect_accelerators()
+        choice = backend_choice(
+            engine, self.options.n_gpu_layers, accelerators, n_layer=n_layer or None
+        )
+        if choice.warning:
+            warnings.append(choice.warning)
         if n_ctx_train and self.n_ctx > int(n_ctx_train):
             warnings.append(
                 f"n_ctx={self.n_ctx} is beyond the {n_ctx_train} tokens the model was trained on"
@@ -298,6 +312,10 @@ class BitNetRuntime:
             kv_cache_bytes=kv_bytes,
             command=self.command_line(**run_args),
             warnings=warnings,
+            backend=choice.backend,
+            backend_reason=choice.reason,
+            n_gpu_layers=self.options.n_gpu_layers,
+            accelerators=[str(a) for a in accelerators],
         )
 
     def command_line(self, **run_args: Any) -> str:
@@ -320,6 +338,8 @@ class BitNetRuntime:
             parts += ["--engine", self.engine]
         if self.kernels != "auto":
             parts += ["--kernels", self.kernels]
+        if self.options.n_gpu_layers:
+            parts += ["--n-gpu-layers", str(self.options.n_gpu_layers)]
         for key, value in run_args.items():
             if isinstance(value, SamplingOptions):  # its flags, where they differ from defaults
                 parts += value.cli_args()

@@ -51,7 +51,9 @@ class Accelerator:
         return f"{self.vendor} #{self.index}: {self.name}{memory}{driver}"
 
 
-def detect_accelerators(root: str | os.PathLike[str] = "/", *, nvml: bool = True) -> list[Accelerator]:
+def detect_accelerators(
+    root: str | os.PathLike[str] = "/", *, nvml: bool = True
+) -> list[Accelerator]:
     """Every NVIDIA and AMD GPU found. ``root``: where ``/proc`` and ``/sys`` are read from (a
     copy of them in tests); ``nvml=False`` skips the NVML library (only the files are read)."""
     base = Path(root)
@@ -99,10 +101,20 @@ def _nvml() -> list[Accelerator] | None:
             name = ctypes.create_string_buffer(96)
             lib.nvmlDeviceGetName(handle, name, 96)
             memory = _NvmlMemory()
-            total = memory.total if lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0 else None
+            total = (
+                memory.total
+                if lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0
+                else None
+            )
             out.append(
                 Accelerator(
-                    "nvidia", i, name.value.decode(errors="replace") or "NVIDIA GPU", total, driver, None, "nvml"
+                    "nvidia",
+                    i,
+                    name.value.decode(errors="replace") or "NVIDIA GPU",
+                    total,
+                    driver,
+                    None,
+                    "nvml",
                 )
             )
         return out
@@ -115,7 +127,9 @@ def _nvidia_files(root: Path) -> list[Accelerator]:
     proc = root / "proc/driver/nvidia"
     driver = None
     try:
-        match = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?([0-9][0-9.]+)", (proc / "version").read_text())
+        match = re.search(
+            r"Kernel Module\s+(?:for\s+\S+\s+)?([0-9][0-9.]+)", (proc / "version").read_text()
+        )
         driver = match.group(1) if match else None
     except OSError:
         pass
@@ -126,7 +140,9 @@ def _nvidia_files(root: Path) -> list[Accelerator]:
         out.append(
             Accelerator(
                 "nvidia",
-                int(fields.get("Device Minor", i)) if fields.get("Device Minor", "").isdigit() else i,
+                int(fields.get("Device Minor", i))
+                if fields.get("Device Minor", "").isdigit()
+                else i,
                 fields.get("Model", "NVIDIA GPU"),
                 None,
                 driver,
@@ -154,7 +170,10 @@ def _amd_kfd(root: Path) -> list[Accelerator]:
     out = []
     for node in sorted(nodes.iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0):
         props = _space_fields(node / "properties")
-        if int(props.get("gfx_target_version", "0") or 0) == 0 or props.get("vendor_id", "4098") != "4098":
+        if (
+            int(props.get("gfx_target_version", "0") or 0) == 0
+            or props.get("vendor_id", "4098") != "4098"
+        ):
             continue
         memory = 0
         for bank in sorted((node / "mem_banks").glob("*/properties")):
@@ -162,7 +181,15 @@ def _amd_kfd(root: Path) -> list[Accelerator]:
         gfx = int(props["gfx_target_version"])
         name = _read(node / "name") or f"gfx{gfx // 10000}{(gfx // 100) % 100:x}{gfx % 100:x}"
         out.append(
-            Accelerator("amd", len(out), f"AMD {name}", memory or None, driver, props.get("location_id"), "kfd")
+            Accelerator(
+                "amd",
+                len(out),
+                f"AMD {name}",
+                memory or None,
+                driver,
+                props.get("location_id"),
+                "kfd",
+            )
         )
     return out
 
@@ -174,10 +201,19 @@ def _amd_drm(root: Path) -> list[Accelerator]:
         if "-" in card.name or _read(card / "device/vendor") != "0x1002":
             continue
         vram = _read(card / "device/mem_info_vram_total")
-        name = _read(card / "device/product_name") or f"AMD GPU {_read(card / 'device/device') or ''}".strip()
+        name = (
+            _read(card / "device/product_name")
+            or f"AMD GPU {_read(card / 'device/device') or ''}".strip()
+        )
         out.append(
             Accelerator(
-                "amd", len(out), name, int(vram) if vram and vram.isdigit() else None, None, card.name, "drm"
+                "amd",
+                len(out),
+                name,
+                int(vram) if vram and vram.isdigit() else None,
+                None,
+                card.name,
+                "drm",
             )
         )
     return out
@@ -264,7 +300,9 @@ def backend_choice(
         if can:
             layers = f"{min(n_gpu_layers, n_layer)} of {n_layer}" if n_layer else str(n_gpu_layers)
             return BackendChoice(
-                "gpu", f"libllama offloads {layers} layers (n_gpu_layers) to its GPU backend; accelerators found: {gpus}"
+                "gpu",
+                f"libllama offloads {layers} layers (n_gpu_layers) to its GPU backend; "
+                f"accelerators found: {gpus}",
             )
         return BackendChoice(
             "cpu",

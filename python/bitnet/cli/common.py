@@ -53,6 +53,7 @@ def setup_logging(args: argparse.Namespace) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         level = logging.DEBUG if args.verbose else logging.WARNING
+    handler.setLevel(level)  # also when a telemetry hub opens bitnet.events up to INFO
     root.addHandler(handler)
     root.setLevel(level)
     # Native lines are chatty: only with --verbose.

@@ -35,11 +35,27 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--diagnostics", action="store_true", help="print diagnostics")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--telemetry-file",
+        default=None,
+        metavar="PATH",
+        help="also write this run's events (model_load, generation, dry_run, diagnostics) as "
+        "bitnet.telemetry/1 JSON lines to PATH, appended; '-' for stderr",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging(args)
+    if args.telemetry_file is None:
+        return _run(args)
+    from ..telemetry import TelemetryHub
+
+    with TelemetryHub(sink=args.telemetry_file):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     runtime = runtime_from(args)
     sampling = from_arguments(SamplingOptions, args)
     if args.dry_run or args.diagnostics:

@@ -18,7 +18,8 @@ def add_parser(sub: Any) -> None:
         "serve",
         help="OpenAI-compatible HTTP server",
         description="Serve /v1/completions, /v1/chat/completions, /v1/models, "
-        "/tokenize, /detokenize, /health, /ready and /metrics.",
+        "/tokenize, /detokenize, /health, /ready, /metrics, /telemetry/events and "
+        "/telemetry/stats.",
     )
     add_model_arguments(p, model_required=True, log_format="json")
     p.add_argument(
@@ -71,6 +72,19 @@ def add_parser(sub: Any) -> None:
         help="seconds running requests get to finish after SIGTERM",
     )
     p.add_argument("--alias", default=None, help="model id reported by /v1/models")
+    p.add_argument(
+        "--telemetry-file",
+        default=None,
+        metavar="PATH",
+        help="also write the telemetry stream (bitnet.telemetry/1 JSON lines: every event, "
+        "lifecycle and supervisor failure summaries) to PATH, appended; '-' for stderr",
+    )
+    p.add_argument(
+        "--telemetry-interval",
+        type=float,
+        default=10.0,
+        help="seconds between supervisor failure summaries (sent only when requests failed)",
+    )
     p.set_defaults(func=run)
 
 
@@ -98,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         cors_origins=args.cors_origin,
         grace=args.grace,
         model_alias=args.alias,
+        telemetry_file=args.telemetry_file,
+        telemetry_interval=args.telemetry_interval,
     )
     # Fail fast, before the model loads: a bad model or a busy port is known at once.
     config.runtime().validate()

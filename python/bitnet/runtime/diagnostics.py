@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import cpu, events
-from ..accelerators import backend_choice, backend_devices, detect_accelerators
 from .._native import _core
+from ..accelerators import backend_choice, backend_devices, detect_accelerators
 from ..cpu import (
     _ARM_FEATURE_FLAGS,
     _REPORTED_FLAGS,

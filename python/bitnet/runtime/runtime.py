@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import events
+from ..accelerators import backend_choice, detect_accelerators
 from ..cpu import CpuTopology, detect_cpu_topology, missing_cpu_features, resolve_threads
 from ..errors import ModelLoadError, UnsupportedCPUError
 from ..formats.cache import sha256_of
 from ..formats.gguf import BITNET_ARCHITECTURES
 from ..model import GenerationResult, Model
 from ..options import MAX_SEQUENCES, LoadOptions, SamplingOptions, checked_int
-from ..accelerators import backend_choice, detect_accelerators
 from .diagnostics import Diagnostics, _kernel_description, diagnose
 
 __all__ = ["PLAN_SCHEMA", "BitNetRuntime", "RuntimePlan", "run_generation"]

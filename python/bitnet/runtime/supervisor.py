@@ -356,6 +356,23 @@ class RuntimeSupervisor:
             queued=len(self._waiters),
         )
 
+    @property
+    def failures(self) -> int:
+        """Requests that ended in a failure (any outcome but ok and abort) since start."""
+        return sum(n for key, n in self._outcomes.items() if key not in ("ok", "abort"))
+
+    def failure_summary(self) -> dict[str, Any]:
+        """What failed since start: the total, counts by kind (``timeout``, ``rejected``,
+        ``cancelled``, ``error:<exception class>``), and the most recent failure."""
+        by_kind = {k: n for k, n in sorted(self._outcomes.items()) if k not in ("ok", "abort")}
+        last = self._failures[-1] if self._failures else None
+        return {
+            "total": sum(by_kind.values()),
+            "by_kind": by_kind,
+            "requests": sum(self._outcomes.values()),
+            "last": vars(last) if last else None,
+        }
+
     def stats(self) -> dict[str, Any]:
         """Counts by outcome, recent failures, latency and speed statistics, current load."""
         lat = sorted(self._latencies)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -18,6 +19,8 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import events
+from ..telemetry import TelemetryHub
 from ..version import version
 from .completions import generate
 from .guard import Guard
@@ -42,6 +45,7 @@ from .state import (
     model_id,
     ready_supervisor,
 )
+from .telemetry import emit_failures, failure_summaries, telemetry_router
 
 __all__ = ["create_app", "router"]
 
@@ -57,19 +61,43 @@ router = APIRouter()
 def create_app(config: ServerConfig) -> FastAPI:
     """The ASGI app; the model loads in the background after startup (``/health`` is 503 until
     then)."""
-    state = ServerState(config)
+    state = ServerState(config, hub=TelemetryHub(sink=config.telemetry_file))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.hub.attach()
+        state.started = time.monotonic()
+        events.emit(
+            "server_start",
+            outcome="ok",
+            version=version(),
+            model=config.model,
+            host=config.host,
+            port=config.port,
+            parallel=config.parallel,
+            queue=config.queue,
+        )
         loader = asyncio.create_task(load(state))
+        summaries = asyncio.create_task(failure_summaries(state))
         with contextlib.suppress(NotImplementedError):  # no signal handlers off the main thread
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGTERM, lambda: asyncio.ensure_future(drain_and_exit(state))
             )
-        yield
-        loader.cancel()
-        if state.supervisor is not None:
-            await state.supervisor.shutdown(grace=config.grace)
+        try:
+            yield
+        finally:
+            loader.cancel()
+            summaries.cancel()
+            if state.supervisor is not None:
+                await state.supervisor.shutdown(grace=config.grace)
+                emit_failures(state)
+            events.emit(
+                "server_stop",
+                outcome="ok",
+                uptime_seconds=round(time.monotonic() - state.started, 3),
+                requests=state.supervisor.stats()["outcomes"] if state.supervisor else {},
+            )
+            state.hub.detach()
 
     app = FastAPI(
         title="bitnet", version=version(), lifespan=lifespan, docs_url=None, redoc_url=None
@@ -90,6 +118,7 @@ def create_app(config: ServerConfig) -> FastAPI:
     for exc_class, handler in _HANDLERS.items():
         app.add_exception_handler(exc_class, handler)
     app.include_router(router)
+    app.include_router(telemetry_router)
     return app
 
 

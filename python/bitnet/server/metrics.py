@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -39,3 +40,39 @@ class Metrics:
         queue.set_function(queued)
         running = Gauge("bitnet_in_flight", "Generations running", registry=r)
         running.set_function(in_flight)
+
+    def summary(self) -> dict[str, Any]:
+        """The counters as plain numbers: requests by endpoint and outcome, tokens, and the
+        time-to-first-token and speed histograms' counts and sums."""
+        requests: dict[str, dict[str, int]] = {}
+        for sample in self._samples(self.requests, "_total"):
+            by = requests.setdefault(sample.labels["endpoint"], {})
+            by[sample.labels["outcome"]] = int(sample.value)
+        ttft = {
+            s.name.rsplit("_", 1)[-1]: s.value for s in self._samples(self.ttft, "_count", "_sum")
+        }
+        speed = {
+            s.name.rsplit("_", 1)[-1]: s.value for s in self._samples(self.speed, "_count", "_sum")
+        }
+        return {
+            "requests": requests,
+            "tokens": {
+                "prompt": int(self._total(self.prompt_tokens)),
+                "generated": int(self._total(self.generated_tokens)),
+            },
+            "ttft_seconds": {
+                "count": int(ttft.get("count", 0)),
+                "sum": round(ttft.get("sum", 0.0), 6),
+            },
+            "speed_tokens_per_second": {
+                "count": int(speed.get("count", 0)),
+                "sum": round(speed.get("sum", 0.0), 3),
+            },
+        }
+
+    @staticmethod
+    def _samples(metric: Any, *suffixes: str) -> list[Any]:
+        return [s for m in metric.collect() for s in m.samples if s.name.endswith(suffixes)]
+
+    def _total(self, counter: Counter) -> float:
+        return sum(s.value for s in self._samples(counter, "_total"))

@@ -60,6 +60,7 @@ def serve(
         if log_format == "json"
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.setLevel(log_level.upper())  # the telemetry hub may open bitnet.events up to INFO
     for name in ("bitnet.access", "bitnet.server", "bitnet.events"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)

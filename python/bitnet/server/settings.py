@@ -33,6 +33,10 @@ class ServerConfig:
     grace: float = 30.0
     retry_after: int = 1
     model_alias: str | None = None
+    # The telemetry stream (bitnet.telemetry): also written as JSON lines here ("-": stderr);
+    # supervisor failure summaries at most every telemetry_interval seconds.
+    telemetry_file: str | None = None
+    telemetry_interval: float = 10.0
 
     def __post_init__(self) -> None:
         """Refuse settings the server would misbehave with (ValueError naming the flag)."""
@@ -44,6 +48,9 @@ class ServerConfig:
         if self.timeout is not None:
             _check_float("--timeout", self.timeout, minimum=0.0, open_minimum=True)
         _check_float("--grace", self.grace, minimum=0.0)
+        _check_float(
+            "--telemetry-interval", self.telemetry_interval, minimum=0.0, open_minimum=True
+        )
 
     def runtime(self) -> BitNetRuntime:
         """The runtime of the model this server serves, one slot per ``parallel``."""

@@ -4,11 +4,14 @@ whether it is draining; plus the steps that change it (load, drain)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import events
 from ..runtime.supervisor import RuntimeSupervisor
+from ..telemetry import TelemetryHub
 from .schemas import HTTPError
 from .settings import ServerConfig
 
@@ -22,6 +25,8 @@ class ServerState:
     loading_error: str | None = None
     draining: bool = False
     uvicorn_server: Any = None
+    hub: TelemetryHub = field(default_factory=TelemetryHub)
+    started: float = field(default_factory=time.monotonic)
 
 
 def ready_supervisor(state: ServerState) -> RuntimeSupervisor:
@@ -39,6 +44,7 @@ def ready_supervisor(state: ServerState) -> RuntimeSupervisor:
 
 async def load(state: ServerState) -> None:
     c = state.config
+    t0 = time.perf_counter()
     try:
         runtime = c.runtime()
         sup = RuntimeSupervisor(
@@ -46,9 +52,24 @@ async def load(state: ServerState) -> None:
         )
         await sup.start()
         state.supervisor = sup
+        events.emit(
+            "server_ready",
+            outcome="ok",
+            duration_ms=(time.perf_counter() - t0) * 1000,
+            model=c.model,
+            engine=sup.model.engine,
+            kernels=sup.model.kernels,
+        )
     except Exception as exc:
         state.loading_error = f"{type(exc).__name__}: {exc}"
         logging.getLogger("bitnet.server").error("model load failed: %s", state.loading_error)
+        events.emit(
+            "server_ready",
+            outcome="error",
+            duration_ms=(time.perf_counter() - t0) * 1000,
+            error=exc,
+            model=c.model,
+        )
 
 
 async def drain_and_exit(state: ServerState) -> None:
@@ -56,6 +77,14 @@ async def drain_and_exit(state: ServerState) -> None:
     uvicorn exits (code 0)."""
     if state.draining:
         return
+    sup = state.supervisor
+    events.emit(
+        "server_drain",
+        outcome="ok",
+        grace_seconds=state.config.grace,
+        in_flight=sup.in_flight if sup else 0,
+        queued=sup.queued if sup else 0,
+    )
     state.draining = True
     logging.getLogger("bitnet.server").info("SIGTERM: draining for up to %s s", state.config.grace)
     if state.supervisor is not None:

@@ -10,7 +10,18 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import bench, convert, diagnose, generate_model, inspect, run, serve, setup
+from . import (
+    bench,
+    convert,
+    dashboard,
+    diagnose,
+    generate_model,
+    inspect,
+    run,
+    serve,
+    setup,
+    snapshot,
+)
 from .exits import (
     COMMAND_EXIT_CODES,
     EXIT_BROKEN_PIPE,
@@ -40,7 +51,18 @@ __all__ = [
     "main",
 ]
 
-COMMANDS = (run, diagnose, bench, setup, serve, inspect, convert, generate_model)
+COMMANDS = (
+    run,
+    diagnose,
+    bench,
+    setup,
+    serve,
+    inspect,
+    convert,
+    generate_model,
+    snapshot,
+    dashboard,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

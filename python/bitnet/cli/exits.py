@@ -16,7 +16,7 @@ EXIT_CODES = {
     EXIT_USAGE: "bad arguments or values (serve: also an address it cannot listen on)",
     EXIT_MODEL: "model file missing, unreadable, truncated, damaged or unsupported",
     EXIT_CPU: "this CPU lacks an instruction set the native libraries need",
-    EXIT_PROBLEMS: "a dry run or diagnostics found problems",
+    EXIT_PROBLEMS: "a dry run or diagnostics found problems, or two snapshots differ",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_BROKEN_PIPE: "standard output was closed early (e.g. piped into head)",
 }
@@ -32,6 +32,9 @@ COMMAND_EXIT_CODES: dict[str, tuple[int, ...]] = {
     "inspect": (*_COMMON_EXITS, EXIT_MODEL),
     "convert": (*_COMMON_EXITS, EXIT_MODEL),
     "generate-model": _COMMON_EXITS,
+    # snapshot --compare: 5 when anything but info-level facts drifted.
+    "snapshot": (*_COMMON_EXITS, EXIT_PROBLEMS),
+    "dashboard": _COMMON_EXITS,
 }
 
 

@@ -232,6 +232,7 @@ class RuntimeSupervisor:
         # The slot is free again only once the native work has really stopped.
         worker.add_done_callback(lambda _: self._finish(slot, text_stream))
         outcome, error = "ok", None
+        usage: dict[str, Any] = {}  # the event's token counts and speed, once it ended
         ended = False  # the generation ended by itself; closing us afterwards cancels nothing
         try:
             while True:
@@ -246,6 +247,11 @@ class RuntimeSupervisor:
                     if value.finish_reason == "abort":
                         outcome = "abort"
                     self._speeds.append(value.timings.generation_tokens_per_second)
+                    usage = {
+                        "prompt_tokens": value.usage.prompt_tokens,
+                        "completion_tokens": value.usage.completion_tokens,
+                        "tokens_per_second": round(value.timings.generation_tokens_per_second, 2),
+                    }
                     yield value
                     return
                 else:
@@ -263,7 +269,7 @@ class RuntimeSupervisor:
             raise
         finally:
             text_stream.cancel()  # no-op when it ended by itself
-            self._record(outcome, t0, error)
+            self._record(outcome, t0, error, **usage)
 
     # -- slots ------------------------------------------------------------------------------
 
@@ -332,7 +338,7 @@ class RuntimeSupervisor:
 
     # -- statistics -------------------------------------------------------------------------
 
-    def _record(self, outcome: str, t0: float, error: BaseException | None) -> None:
+    def _record(self, outcome: str, t0: float, error: BaseException | None, **fields: Any) -> None:
         key = outcome if outcome != "error" or error is None else f"error:{type(error).__name__}"
         self._outcomes[key] += 1
         duration = time.perf_counter() - t0
@@ -354,6 +360,7 @@ class RuntimeSupervisor:
             error=error,
             in_flight=len(self._active),
             queued=len(self._waiters),
+            **fields,
         )
 
     @property

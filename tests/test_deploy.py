@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import re
 import shutil
 import subprocess
@@ -162,7 +163,7 @@ def test_terraform_deployment_probes_command_and_drain():
     assert "grace_period" in str(pod["termination_grace_period_seconds"])
     assert "var.resource_requests" in str(container["resources"][0]["requests"])
     assert "var.resource_limits" in str(container["resources"][0]["limits"])
-    init = pod["dynamic"][0]["init_container"]
+    init = next(d["init_container"] for d in pod["dynamic"] if "init_container" in d)
     assert "model_is_remote" in str(init["for_each"])
     init_body = init["content"][0]
     assert init_body["command"] == ["python", "-m", "bitnet.deploy.fetch"]
@@ -171,6 +172,84 @@ def test_terraform_deployment_probes_command_and_drain():
     # the drain: grace period = preStop pause + the server's --grace + a margin
     assert "var.pre_stop_seconds + var.drain_seconds" in str(locals_["grace_period"])
     assert "--grace" in str(locals_["server_args"])
+
+
+def test_terraform_gpu_node_pool_wiring():
+    """The optional GPU pool reaches the pod: node selector, tolerations, the GPU resource in
+    requests and limits, and --n-gpu-layers in the server's flags."""
+    tf = load_tf()
+    variables = {name: body for block in tf["variable"] for name, body in block.items()}
+    assert "gpu" in variables and len(variables["gpu"]["validation"]) == 4
+    pod = resources(tf)["kubernetes_deployment_v1.bitnet"]["spec"][0]["template"][0]["spec"][0]
+    assert "var.gpu.enabled" in str(pod["node_selector"])
+    toleration = next(d["toleration"] for d in pod["dynamic"] if "toleration" in d)
+    assert "var.gpu.tolerations" in str(toleration["for_each"])
+    container_resources = pod["container"][0]["resources"][0]
+    assert "local.gpu_resources" in str(container_resources["limits"])
+    assert "local.gpu_resources" in str(container_resources["requests"])
+    locals_ = {k: v for block in tf["locals"] for k, v in block.items()}
+    assert "local.gpu_args" in str(locals_["server_args"])
+
+
+def _console(tmp_path: Path, expression: str, *variables: str) -> subprocess.CompletedProcess:
+    """`terraform console` on the module's variables and locals (no provider: offline)."""
+    work = tmp_path / "tf"
+    if not work.exists():
+        work.mkdir()
+        for name in ("variables.tf", "locals.tf"):
+            shutil.copy(TF / name, work / name)
+        init = subprocess.run(
+            ["terraform", "init", "-backend=false", "-input=false"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        )
+        assert init.returncode == 0, init.stdout + init.stderr
+    args = ["-var", "image=example/bitnet:1", "-var", "model_url=/models/m.gguf"]
+    for v in variables:
+        args += ["-var", v]
+    return subprocess.run(
+        ["terraform", "console", *args],
+        cwd=work,
+        input=expression + "\n",
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_terraform_gpu_settings_evaluate_and_validate(tmp_path: Path):
+    if shutil.which("terraform") is None:
+        pytest.skip("needs the terraform binary (CI's terraform job validates the whole module)")
+    expr = "jsonencode([local.server_args, local.gpu_resources])"
+    off = _console(tmp_path, expr)
+    assert off.returncode == 0, off.stderr
+    assert json.loads(json.loads(off.stdout)) == [
+        "--threads auto --ctx-size 4096 --parallel 1 --grace 30",
+        {},
+    ]
+    on = _console(
+        tmp_path, expr, 'gpu={enabled=true, count=2, resource="amd.com/gpu", n_gpu_layers=20}'
+    )
+    assert on.returncode == 0, on.stderr
+    args, gpus = json.loads(json.loads(on.stdout))
+    assert "--n-gpu-layers 20 --grace 30" in args and gpus == {"amd.com/gpu": "2"}
+    for bad, message in (
+        ("gpu={enabled=true, count=0}", "gpu.count must be a whole number"),
+        ("gpu={enabled=true, count=1.5}", "gpu.count must be a whole number"),
+        ('gpu={enabled=true, resource="GPU"}', "gpu.resource must be an extended resource"),
+        (
+            'gpu={enabled=true, tolerations=[{key="k", operator="Exists", value="v"}]}',
+            "gpu.tolerations: operator Equal",
+        ),
+        (
+            'gpu={enabled=true, tolerations=[{key="k", effect="Sometimes", value="v"}]}',
+            "gpu.tolerations: operator Equal",
+        ),
+        ("gpu={enabled=true, n_gpu_layers=-1}", "gpu.n_gpu_layers must be"),
+    ):
+        proc = _console(tmp_path, expr, bad)
+        assert proc.returncode != 0, bad
+        assert message in " ".join((proc.stdout + proc.stderr).split()), (bad, proc.stderr)
 
 
 def test_terraform_folder_documents_usage():

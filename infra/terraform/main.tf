@@ -1,18 +1,3 @@
-locals {
-  labels = {
-    "app.kubernetes.io/name"       = var.name
-    "app.kubernetes.io/component"  = "server"
-    "app.kubernetes.io/managed-by" = "terraform"
-  }
-  port            = 8080
-  model_is_remote = can(regex("^https?://", var.model_url))
-
-  # A remote model is downloaded into the shared volume; a local path is used as is.
-  model_path   = local.model_is_remote ? "/models/${basename(split("?", var.model_url)[0])}" : var.model_url
-  grace_period = var.pre_stop_seconds + var.drain_seconds + 5
-  server_args  = join(" ", concat(var.server_args, ["--grace", tostring(var.drain_seconds)]))
-}
-
 resource "kubernetes_namespace_v1" "bitnet" {
   metadata {
     name   = var.namespace
@@ -71,6 +56,17 @@ resource "kubernetes_deployment_v1" "bitnet" {
 
       spec {
         termination_grace_period_seconds = local.grace_period
+        node_selector                    = var.gpu.enabled ? var.gpu.node_selector : null
+
+        dynamic "toleration" {
+          for_each = var.gpu.enabled ? var.gpu.tolerations : []
+          content {
+            key      = toleration.value.key
+            operator = toleration.value.operator
+            value    = toleration.value.value
+            effect   = toleration.value.effect
+          }
+        }
 
         security_context {
           run_as_non_root = true
@@ -125,8 +121,8 @@ resource "kubernetes_deployment_v1" "bitnet" {
           }
 
           resources {
-            requests = var.resource_requests
-            limits   = var.resource_limits
+            requests = merge(var.resource_requests, local.gpu_resources)
+            limits   = merge(var.resource_limits, local.gpu_resources)
           }
 
           startup_probe {

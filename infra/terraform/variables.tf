@@ -102,3 +102,54 @@ variable "hpa_cpu_utilization" {
   type        = number
   default     = 70
 }
+
+variable "gpu" {
+  description = <<-EOT
+    Optional GPU node pool. With enabled = true the pods request `count` GPUs of `resource`
+    (an extended resource such as nvidia.com/gpu or amd.com/gpu), are scheduled on nodes
+    matching `node_selector`, tolerate the pool's taints (`tolerations`; by default the
+    nvidia.com/gpu taint GKE and the NVIDIA GPU operator put on GPU nodes) and the server gets
+    `--n-gpu-layers n_gpu_layers`. BitNet ternary models always run on the CPU engine; GPUs
+    serve other architectures (engine llama) through libllama, which needs an image whose
+    llama.cpp was built with a GPU backend (`bitnet diagnose` says whether it was).
+  EOT
+  type = object({
+    enabled       = bool
+    count         = optional(number, 1)
+    resource      = optional(string, "nvidia.com/gpu")
+    node_selector = optional(map(string), {})
+    tolerations = optional(list(object({
+      key      = string
+      operator = optional(string, "Equal")
+      value    = optional(string)
+      effect   = optional(string, "NoSchedule")
+    })), [{ key = "nvidia.com/gpu", operator = "Exists", effect = "NoSchedule" }])
+    n_gpu_layers = optional(number, 999)
+  })
+  default = { enabled = false }
+
+  validation {
+    condition     = var.gpu.count >= 1 && var.gpu.count <= 16 && floor(var.gpu.count) == var.gpu.count
+    error_message = "gpu.count must be a whole number of GPUs from 1 to 16."
+  }
+
+  validation {
+    condition     = can(regex("^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$", var.gpu.resource))
+    error_message = "gpu.resource must be an extended resource name such as nvidia.com/gpu or amd.com/gpu."
+  }
+
+  validation {
+    condition = alltrue([
+      for t in var.gpu.tolerations :
+      contains(["Equal", "Exists"], t.operator) &&
+      contains(["NoSchedule", "PreferNoSchedule", "NoExecute"], t.effect) &&
+      (t.operator == "Exists" ? t.value == null : t.value != null)
+    ])
+    error_message = "gpu.tolerations: operator Equal (with a value) or Exists (without one); effect NoSchedule, PreferNoSchedule or NoExecute."
+  }
+
+  validation {
+    condition     = var.gpu.n_gpu_layers >= 0 && floor(var.gpu.n_gpu_layers) == var.gpu.n_gpu_layers
+    error_message = "gpu.n_gpu_layers must be a whole number >= 0 (999: every layer)."
+  }
+}

@@ -68,7 +68,13 @@ def two_snapshots(tmp_path_factory) -> tuple[Path, Path, Path]:
     (models / "chat.gguf").write_bytes(bytes(data))
     (models / "sub" / "code.gguf").unlink()
     after = root / "after.json"
-    snap = take_snapshot([models], cache_dir=cache)
+    import os
+
+    os.environ["BITNET_FLEET_ROLE"] = "canary"  # a setting that changed on the device
+    try:
+        snap = take_snapshot([models], cache_dir=cache)
+    finally:
+        del os.environ["BITNET_FLEET_ROLE"]
     snap["versions"]["bitnet"] = "9.9.9"
     after.write_text(json.dumps(snap))
     return before, after, models
@@ -101,6 +107,7 @@ def test_compare_finds_checksum_version_and_missing(two_snapshots):
     assert ("checksum", "chat.gguf", "error") in found
     assert ("missing_model", "sub/code.gguf", "error") in found
     assert ("version", "bitnet", "warning") in found
+    assert ("setting", "env.BITNET_FLEET_ROLE", "warning") in found
     assert not any(d.kind == "size" for d in drift)  # same size, other bytes
     assert drift[0].severity == "error"
     assert compare_snapshots(load_snapshot(before), load_snapshot(before)) == []
@@ -142,7 +149,7 @@ def test_dashboard_offline_shows_the_drift(two_snapshots, tmp_path: Path):
             assert ["error", "checksum", "chat.gguf"] == drift[0][:3]
             assert any(r[1] == "version" and r[4] == "9.9.9" for r in drift)
             facts = text(app, "#facts")
-            assert "drift vs" in facts and "2 error, 1 warning" in facts
+            assert "drift vs" in facts and "2 error, 2 warning" in facts
             assert app.query_one("#release").display  # the release theme shows the table
             app.save_screenshot("offline.svg", str(tmp_path))
             await pilot.press("t")  # next theme: bitnet

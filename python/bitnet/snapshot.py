@@ -230,8 +230,16 @@ def compare_snapshots(before: dict[str, Any], after: dict[str, Any]) -> list[Dri
             if a["size_bytes"] != b["size_bytes"]:
                 out.append(Drift("size", name, a["size_bytes"], b["size_bytes"], "info"))
     out += _dict_drift("version", before.get("versions", {}), after.get("versions", {}), "warning")
+    a_set, b_set = before.get("settings", {}), after.get("settings", {})
+    for section in sorted(a_set.keys() ^ b_set.keys()):  # e.g. a server asked in one of them
+        where = "the first" if section in a_set else "the second"
+        out.append(Drift("setting", section, f"only in {where} snapshot", None, "info"))
+    shared = a_set.keys() & b_set.keys()
     out += _dict_drift(
-        "setting", _flat(before.get("settings", {})), _flat(after.get("settings", {})), "warning"
+        "setting",
+        _flat({k: a_set[k] for k in shared}),
+        _flat({k: b_set[k] for k in shared}),
+        "warning",
     )
     cpu_keys = ("model", "arch", "physical_cores", "features")
     out += _dict_drift(

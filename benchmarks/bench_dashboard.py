@@ -93,7 +93,8 @@ def main() -> None:
                 f"{base_rate * 100:.2f}% of a core"
             )
             print(
-                "| refresh (s) | requests/s added | poll ms (median) | server CPU added | per refresh |"
+                "| refresh (s) | requests/s added | poll ms (median) | server CPU added "
+                "| per refresh |"
             )
             print("|---|---|---|---|---|")
             for refresh in args.refresh:

@@ -146,7 +146,7 @@ def test_dashboard_offline_shows_the_drift(two_snapshots, tmp_path: Path):
             assert [r[0] for r in models] == ["chat.gguf", "sub/code.gguf"]
             assert models[0][3] == "CHECKSUM MISMATCH" and models[1][3] == "MISSING"
             drift = cells(app.query_one("#drift"))
-            assert ["error", "checksum", "chat.gguf"] == drift[0][:3]
+            assert drift[0][:3] == ["error", "checksum", "chat.gguf"]
             assert any(r[1] == "version" and r[4] == "9.9.9" for r in drift)
             facts = text(app, "#facts")
             assert "drift vs" in facts and "2 error, 2 warning" in facts
@@ -248,7 +248,7 @@ def test_dashboard_live_against_a_server(served, tmp_path: Path):
             frame = app.frame
             assert frame.totals["requests"] >= 4 and frame.totals["failures"] >= 1
             assert frame.errors.get("error:ValueError", 0) >= 1
-            assert ["error:ValueError"] == [r[0] for r in cells(app.query_one("#errors"))][:1]
+            assert [r[0] for r in cells(app.query_one("#errors"))][:1] == ["error:ValueError"]
             events = [r[2] for r in cells(app.query_one("#events"))]
             assert "supervised_generation" in events and "server_ready" in events
             failures = cells(app.query_one("#failures"))

@@ -24,6 +24,7 @@ COPY = [
     ".github",
     "benchmarks",
     "csrc",
+    "tools",
 ]
 
 

@@ -20,9 +20,15 @@ pytestmark = pytest.mark.slow  # a server process and a few hundred requests
 # A request can fit the schema and still be refused with 400 for what no schema can say: a
 # token id past this model's vocabulary, a prompt longer than the context. Everything else
 # schema-valid must be accepted (or be 404 model_not_found, or 503 while the queue is full).
+# The telemetry stream runs until the client leaves: each case asks it to end after half a
+# second (its own `timeout` parameter).
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2XX", "400", "404", "503"]
+
+[[operations]]
+include-name = "GET /telemetry/events"
+parameters = { "query.timeout" = 0.5 }
 """
 
 

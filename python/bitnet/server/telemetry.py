@@ -134,7 +134,20 @@ async def stats(
         200: {
             "description": "server-sent events (one per telemetry record, `id` its seq), or with "
             "follow=false a JSON list of the kept records",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {  # one event
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": "the record's seq"},
+                            "event": {"type": "string", "description": "the record's event"},
+                            "data": {"type": "string", "description": "the record, as JSON"},
+                        },
+                        "required": ["data"],
+                    }
+                },
+                "application/json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            },
         },
         **responses(401),
     },
@@ -151,6 +164,10 @@ async def telemetry_events(
     limit: Annotated[
         int, Query(ge=1, le=10000, description="most records replayed or listed")
     ] = 1000,
+    timeout: Annotated[
+        float | None,
+        Query(gt=0, le=86400, description="end the stream after this many seconds (default never)"),
+    ] = None,
 ) -> Response:
     hub = state.hub
     if not follow:
@@ -158,6 +175,9 @@ async def telemetry_events(
     last_id = request.headers.get("last-event-id", "")
     start = int(last_id) if last_id.isdigit() else since
     queue = hub.subscribe()
+
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
 
     async def stream() -> Any:
         try:
@@ -170,8 +190,11 @@ async def telemetry_events(
                     "data": json.dumps(rec, default=str),
                 }
             while not state.draining or not queue.empty():
+                wait = 1.0 if deadline is None else min(1.0, deadline - loop.time())
+                if wait <= 0:
+                    return  # the client's timeout: it reconnects with Last-Event-ID
                 try:
-                    rec = await asyncio.wait_for(queue.get(), timeout=1.0)
+                    rec = await asyncio.wait_for(queue.get(), timeout=wait)
                 except asyncio.TimeoutError:
                     continue
                 if rec["seq"] <= sent:

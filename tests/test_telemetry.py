@@ -166,6 +166,12 @@ def test_server_telemetry_routes(tiny_relu2, tmp_path: Path):
         assert stats["telemetry"]["last_seq"] == stats["events"][-1]["seq"]
         listed = httpx.get(srv.url + "/telemetry/events?follow=false&since=2", headers=auth).json()
         assert listed[0]["seq"] == 3 and listed == stats["events"][2 : 2 + len(listed)]
+        # A stream with a timeout ends by itself, after replaying what was asked for.
+        t0 = time.monotonic()
+        ended = httpx.get(srv.url + "/telemetry/events?since=0&timeout=0.3", headers=auth)
+        assert ended.status_code == 200 and time.monotonic() - t0 < 5
+        ids = [int(line[3:]) for line in ended.text.splitlines() if line.startswith("id:")]
+        assert ids[:3] == [1, 2, 3]
         bad = httpx.get(srv.url + "/telemetry/events?since=-1", headers=auth)
         assert bad.status_code == 422
     finally:

@@ -270,6 +270,31 @@ def test_dashboard_live_against_a_server(served, tmp_path: Path):
 
 
 @pytest.mark.slow
+def test_live_source_follows_a_server_restart(tiny_relu2):
+    """A restarted server numbers its records from 1 again: the dashboard notices and reads
+    the new server's records instead of waiting for the old numbers to come back."""
+    first = ServerProcess(tiny_relu2, "-t", "1", "--api-key", "k")
+    source = LiveSource(first.url, "k")
+    try:
+        _traffic(first.url)
+        before = source.poll()
+        assert before.totals["requests"] == 4 and source._seq >= 6
+    finally:
+        first.stop()
+    second = ServerProcess(tiny_relu2, "-t", "1", "--api-key", "k")
+    try:
+        source._client.base_url = httpx.URL(second.url)  # the same address, a new process
+        after = source.poll()
+        assert source.restarts == 1 and after.status == "ready"
+        assert after.totals["requests"] == 0 and after.request_rate is None
+        seqs = [e["seq"] for e in after.events if e.get("event") == "server_start"]
+        assert seqs[-1] == 1  # the new server's records arrived
+    finally:
+        source.close()
+        second.stop()
+
+
+@pytest.mark.slow
 def test_dashboard_replays_the_servers_telemetry(tiny_relu2, tmp_path: Path):
     sink = tmp_path / "t.jsonl"
     srv = ServerProcess(tiny_relu2, "-t", "1", "--api-key", "k", "--telemetry-file", str(sink))

@@ -180,6 +180,7 @@ class LiveSource:
         self._events: deque[dict[str, Any]] = deque(maxlen=5000)  # for the Release periods
         self._last: tuple[float, int, int] | None = None  # time, finished requests, tokens
         self.polls = 0
+        self.restarts = 0  # server restarts noticed (its telemetry numbering began again)
 
     def close(self) -> None:
         self._client.close()
@@ -207,6 +208,12 @@ class LiveSource:
         if r.status_code != 200:
             return Frame(self.url, now, "error", f"/telemetry/stats answered HTTP {r.status_code}")
         stats = r.json()
+        if int(stats.get("telemetry", {}).get("last_seq", 0)) < self._seq:
+            # The server restarted (its numbering began again): read its records from the start,
+            # and take no rates across the restart.
+            self.restarts += 1
+            self._seq, self._last = 0, None
+            return self.poll()
         new = stats.get("events", [])
         if new:
             self._seq = new[-1]["seq"]
@@ -221,7 +228,7 @@ class LiveSource:
         finished = sum(outcomes.values())
         generated = int(stats.get("tokens", {}).get("generated", 0))
         request_rate = token_rate = None
-        if self._last is not None and now > self._last[0]:
+        if self._last is not None and now > self._last[0] and finished >= self._last[1]:
             dt = now - self._last[0]
             request_rate = round((finished - self._last[1]) / dt, 3)
             token_rate = round((generated - self._last[2]) / dt, 2)

@@ -5,10 +5,13 @@ terminal (tmux), read from the screen as a person would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -227,6 +230,33 @@ def _traffic(url: str) -> None:
     assert r.status_code == 400
 
 
+@contextlib.contextmanager
+def _foreign_server() -> Any:
+    """A web server that is not bitnet: HTML at every path but /404/..., which is a 404."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 404 if self.path.startswith("/404") else 200
+            body = b"<html>hello</html>"
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.slow
 def test_dashboard_live_against_a_server(served, tmp_path: Path):
     srv, _ = served
@@ -262,6 +292,16 @@ def test_dashboard_live_against_a_server(served, tmp_path: Path):
         anon = LiveSource(srv.url)
         assert anon.poll().status == "unauthorized"
         anon.close()
+        # Something else at the address: a clear status, not a crash.
+        with _foreign_server() as url:
+            for path, reason in (
+                ("/404", "is this the URL of a bitnet serve"),
+                ("", "not a bitnet server"),
+            ):
+                foreign = LiveSource(url + path)
+                frame = foreign.poll()
+                assert frame.status == "error" and reason in (frame.reason or ""), frame.reason
+                foreign.close()
         gone = LiveSource("http://127.0.0.1:9")
         assert gone.poll().status == "unreachable"
         gone.close()

@@ -205,9 +205,23 @@ class LiveSource:
             return Frame(
                 self.url, now, "unauthorized", "the server wants an API key: give --api-key"
             )
+        if r.status_code == 404:
+            return Frame(
+                self.url,
+                now,
+                "error",
+                "no /telemetry/stats here: is this the URL of a bitnet serve (one with telemetry)?",
+            )
         if r.status_code != 200:
             return Frame(self.url, now, "error", f"/telemetry/stats answered HTTP {r.status_code}")
-        stats = r.json()
+        try:
+            stats = r.json()
+            if not isinstance(stats, dict) or not str(stats.get("schema", "")).startswith(
+                "bitnet.telemetry.stats/"
+            ):
+                raise ValueError("not a bitnet.telemetry.stats document")
+        except ValueError as exc:
+            return Frame(self.url, now, "error", f"not a bitnet server's answer ({exc})")
         if int(stats.get("telemetry", {}).get("last_seq", 0)) < self._seq:
             # The server restarted (its numbering began again): read its records from the start,
             # and take no rates across the restart.

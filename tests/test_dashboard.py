@@ -418,6 +418,10 @@ def test_dashboard_cli_refuses_bad_arguments(tmp_path: Path, capsys):
     assert "http://" in capsys.readouterr().err
     assert main(["dashboard", "--replay", str(tmp_path / "none.jsonl")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("# no keys yet\n")
+    assert main(["dashboard", "http://127.0.0.1:1", "--api-key-file", str(keyfile)]) == 2
+    assert "has no key in it" in capsys.readouterr().err
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     assert main(["dashboard", "--replay", str(empty)]) == 2

@@ -25,7 +25,11 @@ def add_parser(sub: Any) -> None:
         "url", nargs="?", default=None, help="a running bitnet serve, e.g. http://127.0.0.1:8080"
     )
     p.add_argument("--api-key", default=None, help="the server's API key, if it has keys")
-    p.add_argument("--api-key-file", default=None, help="file whose first line is the API key")
+    p.add_argument(
+        "--api-key-file",
+        default=None,
+        help="file whose first line that is not a # comment is the API key",
+    )
     p.add_argument(
         "--replay",
         default=None,
@@ -102,7 +106,14 @@ def run(args: argparse.Namespace) -> int:
             )
         key = args.api_key
         if args.api_key_file:
-            key = Path(args.api_key_file).read_text().splitlines()[0].strip()
+            lines = [
+                line.strip()
+                for line in Path(args.api_key_file).read_text().splitlines()
+                if line.strip() and not line.startswith("#")
+            ]
+            if not lines:
+                raise ValueError(f"--api-key-file {args.api_key_file} has no key in it")
+            key = lines[0]
         source = LiveSource(args.url, key)
         app = DashboardApp(
             "live",

@@ -186,3 +186,15 @@ def test_server_telemetry_routes(tiny_relu2, tmp_path: Path):
         "server_stop",
     ]
     assert [r["seq"] for r in recorded] == list(range(1, len(recorded) + 1))
+
+
+def test_serve_refuses_an_unwritable_telemetry_file(tiny_relu2, tmp_path: Path, capsys):
+    from bitnet.cli import main
+    from bitnet.testing.server import _free_port
+
+    where = tmp_path / "no-such-dir" / "t.jsonl"
+    args = ["serve", "-m", str(tiny_relu2), "--port", str(_free_port())]
+    assert main([*args, "--telemetry-file", str(where)]) == 2
+    assert "cannot write the telemetry file" in capsys.readouterr().err
+    assert main(["serve", "-m", str(tiny_relu2), "--telemetry-interval", "0"]) == 2
+    assert "--telemetry-interval must be" in capsys.readouterr().err

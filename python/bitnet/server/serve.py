@@ -66,7 +66,12 @@ def serve(
         logger.addHandler(handler)
         logger.setLevel(log_level.upper())
         logger.propagate = False
-    app = create_app(config)
+    try:
+        app = create_app(config)  # ValueError: a --telemetry-file it cannot write
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     server = uvicorn.Server(
         uvicorn.Config(
             app,

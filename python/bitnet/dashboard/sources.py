@@ -181,6 +181,7 @@ class LiveSource:
         self._last: tuple[float, int, int] | None = None  # time, finished requests, tokens
         self.polls = 0
         self.restarts = 0  # server restarts noticed (its telemetry numbering began again)
+        self._server_time: float | None = None  # the server's clock at the last poll
 
     def close(self) -> None:
         self._client.close()
@@ -228,6 +229,8 @@ class LiveSource:
             self.restarts += 1
             self._seq, self._last = 0, None
             return self.poll()
+        if isinstance(stats.get("time"), int | float):
+            self._server_time = float(stats["time"])
         new = stats.get("events", [])
         if new:
             self._seq = new[-1]["seq"]
@@ -278,8 +281,10 @@ class LiveSource:
         self, seconds: float, now: float | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """(previous period, current period) summaries of the events seen, each ``seconds`` long
-        and ending now."""
-        now = time.time() if now is None else now
+        and ending now: the server's clock at the last poll (event times are the server's, and
+        the dashboard may run on a machine whose clock differs)."""
+        if now is None:
+            now = self._server_time if self._server_time is not None else time.time()
         return _two_periods(list(self._events), now, seconds)
 
 

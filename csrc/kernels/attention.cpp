@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 
 #include "kernels/fp16.h"
 #include "kernels/isa.h"
@@ -80,26 +81,8 @@ BITNET_ATTN_TARGET inline __m256 exp_nonpositive(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
-BITNET_ATTN_TARGET void attend_avx2(const AttentionShape& shape, const float* q, const uint16_t* k,
-                                    const uint16_t* v, int64_t n_kv, int kv_head, float* out, float* scratch) {
-  const int g = shape.n_head / shape.n_head_kv, hd = shape.head_dim;
-  const int64_t off = static_cast<int64_t>(kv_head) * hd;
-  // Scores, up to four query heads per pass over the keys (each key chunk loaded once for them).
-  for (int j0 = 0; j0 < g; j0 += 4) {
-    const int nj = std::min(4, g - j0);
-    const float* qj = q + static_cast<int64_t>(j0) * hd;
-    for (int64_t c = 0; c < n_kv; ++c) {
-      const uint16_t* kc = k + c * shape.cell_stride + off;
-      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (int d = 0; d < hd; d += 8) {
-        const __m256 kv = load_f16(kc + d);
-        for (int j = 0; j < nj; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qj + j * hd + d), kv, acc[j]);
-      }
-      for (int j = 0; j < nj; ++j) scratch[(j0 + j) * n_kv + c] = hsum(acc[j]) * shape.scale;
-    }
-  }
-  // Softmax weights (unnormalized) and their sums.
-  float inv[64];
+// Softmax weights (unnormalized) of g rows of n_kv scores in place, and 1 / their sums in inv.
+BITNET_ATTN_TARGET void softmax_rows(float* scratch, int g, int64_t n_kv, float* inv) {
   for (int j = 0; j < g; ++j) {
     float* s = scratch + j * n_kv;
     __m256 vmax = _mm256_set1_ps(-INFINITY);
@@ -130,6 +113,28 @@ BITNET_ATTN_TARGET void attend_avx2(const AttentionShape& shape, const float* q,
     }
     inv[j] = 1.0f / sum;
   }
+}
+
+BITNET_ATTN_TARGET void attend_avx2(const AttentionShape& shape, const float* q, const uint16_t* k,
+                                    const uint16_t* v, int64_t n_kv, int kv_head, float* out, float* scratch) {
+  const int g = shape.n_head / shape.n_head_kv, hd = shape.head_dim;
+  const int64_t off = static_cast<int64_t>(kv_head) * hd;
+  // Scores, up to four query heads per pass over the keys (each key chunk loaded once for them).
+  for (int j0 = 0; j0 < g; j0 += 4) {
+    const int nj = std::min(4, g - j0);
+    const float* qj = q + static_cast<int64_t>(j0) * hd;
+    for (int64_t c = 0; c < n_kv; ++c) {
+      const uint16_t* kc = k + c * shape.cell_stride + off;
+      __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+      for (int d = 0; d < hd; d += 8) {
+        const __m256 kv = load_f16(kc + d);
+        for (int j = 0; j < nj; ++j) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qj + j * hd + d), kv, acc[j]);
+      }
+      for (int j = 0; j < nj; ++j) scratch[(j0 + j) * n_kv + c] = hsum(acc[j]) * shape.scale;
+    }
+  }
+  float inv[64];
+  softmax_rows(scratch, g, n_kv, inv);
   // Weighted sum of the values: per 8 dimensions and up to four query heads, the sums stay in
   // registers over the cells (each value chunk converted once for the four). Every lane still
   // adds the cells in order, so the result is the same as a cell-by-cell pass.
@@ -154,6 +159,49 @@ BITNET_ATTN_TARGET void attend_avx2(const AttentionShape& shape, const float* q,
   }
 }
 
+#define BITNET_ATTN512_TARGET __attribute__((target("avx512f,avx2,fma,f16c")))
+
+// attend_avx2 with 16 lanes (head_dim a multiple of 16): the same passes, each lane still adding
+// the dimensions of a score, and the cells of a value sum, in the same order per lane.
+BITNET_ATTN512_TARGET void attend_avx512(const AttentionShape& shape, const float* q, const uint16_t* k,
+                                         const uint16_t* v, int64_t n_kv, int kv_head, float* out,
+                                         float* scratch) {
+  const int g = shape.n_head / shape.n_head_kv, hd = shape.head_dim;
+  const int64_t off = static_cast<int64_t>(kv_head) * hd;
+  for (int j0 = 0; j0 < g; j0 += 4) {
+    const int nj = std::min(4, g - j0);
+    const float* qj = q + static_cast<int64_t>(j0) * hd;
+    for (int64_t c = 0; c < n_kv; ++c) {
+      const uint16_t* kc = k + c * shape.cell_stride + off;
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      for (int d = 0; d < hd; d += 16) {
+        const __m512 kv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(kc + d)));
+        for (int j = 0; j < nj; ++j) acc[j] = _mm512_fmadd_ps(_mm512_loadu_ps(qj + j * hd + d), kv, acc[j]);
+      }
+      for (int j = 0; j < nj; ++j) scratch[(j0 + j) * n_kv + c] = _mm512_reduce_add_ps(acc[j]) * shape.scale;
+    }
+  }
+  float inv[64];
+  softmax_rows(scratch, g, n_kv, inv);
+  for (int j0 = 0; j0 < g; j0 += 4) {
+    const int nj = std::min(4, g - j0);
+    for (int d = 0; d < hd; d += 16) {
+      __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+      const uint16_t* vd = v + off + d;
+      for (int64_t c = 0; c < n_kv; ++c) {
+        const __m512 vv =
+            _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(vd + c * shape.cell_stride)));
+        for (int j = 0; j < nj; ++j) {
+          acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(scratch[(j0 + j) * n_kv + c]), vv, acc[j]);
+        }
+      }
+      for (int j = 0; j < nj; ++j) {
+        _mm512_storeu_ps(out + static_cast<int64_t>(j0 + j) * hd + d, _mm512_mul_ps(acc[j], _mm512_set1_ps(inv[j0 + j])));
+      }
+    }
+  }
+}
+
 bool cpu_has_f16c() {
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
@@ -164,12 +212,25 @@ bool use_avx2() {
   return yes;
 }
 
+// AVX-512 attention where the ternary kernels are AVX-512 ones (so BITNET_MAX_ISA=avx2 also
+// measures AVX2 attention).
+bool use_avx512() {
+  static const bool yes = [] {
+    const std::string family = best_impl().name;
+    return use_avx2() && __builtin_cpu_supports("avx512f") && (family == "avx512vnni" || family == "amx");
+  }();
+  return yes;
+}
+
 }  // namespace
 #endif
 
 void attend(const AttentionShape& shape, const float* q, const uint16_t* k, const uint16_t* v, int64_t n_kv,
             int kv_head, float* out, float* scratch) {
 #if BITNET_X86
+  if (use_avx512() && shape.head_dim % 16 == 0 && shape.n_head / shape.n_head_kv <= 64) {
+    return attend_avx512(shape, q, k, v, n_kv, kv_head, out, scratch);
+  }
   if (use_avx2() && shape.head_dim % 8 == 0 && shape.n_head / shape.n_head_kv <= 64) {
     return attend_avx2(shape, q, k, v, n_kv, kv_head, out, scratch);
   }
@@ -179,6 +240,7 @@ void attend(const AttentionShape& shape, const float* q, const uint16_t* k, cons
 
 const char* attention_impl() {
 #if BITNET_X86
+  if (use_avx512()) return "avx512";
   if (use_avx2()) return "avx2";
 #endif
   return "scalar";

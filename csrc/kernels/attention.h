@@ -26,8 +26,10 @@ struct AttentionShape {
 void attend(const AttentionShape& shape, const float* q, const uint16_t* k, const uint16_t* v, int64_t n_kv,
             int kv_head, float* out, float* scratch);
 
-// The portable version (the reference the SIMD one is tested against), and the name of the one
-// attend() runs: "avx2" (AVX2 + FMA + F16C) or "scalar".
+// The portable version (the reference the SIMD ones are tested against, tests/native/
+// kernel_selftest.cpp), and the name of the one attend() runs for head_dim a multiple of 16:
+// "avx512" (where the ternary kernels are AVX-512 VNNI or AMX ones), "avx2" (AVX2 + FMA + F16C)
+// or "scalar".
 void attend_scalar(const AttentionShape& shape, const float* q, const uint16_t* k, const uint16_t* v, int64_t n_kv,
                    int kv_head, float* out, float* scratch);
 const char* attention_impl();

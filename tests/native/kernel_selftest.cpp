@@ -4,15 +4,97 @@
 // AArch64 (the NEON path) under emulation.
 //
 //   g++ -O2 -std=c++17 -Icsrc tests/native/kernel_selftest.cpp csrc/kernels/*.cpp -lpthread
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/ternary.h"
 
 using namespace bitnet::kernels;
+
+namespace {
+
+// IEEE half -> float, written here (not the library's fp16.h): normals, subnormals, zero.
+double half_to_double(uint16_t h) {
+  const int sign = h >> 15, exponent = (h >> 10) & 31, mantissa = h & 1023;
+  const double v = exponent == 0 ? std::ldexp(mantissa, -24) : std::ldexp(1024 + mantissa, exponent - 25);
+  return sign ? -v : v;
+}
+
+// Attention in double precision: out_j = sum_c softmax(scale * q_j . k_c) v_c.
+void attend_reference(const AttentionShape& s, const float* q, const uint16_t* k, const uint16_t* v, int64_t n_kv,
+                      int kv_head, double* out) {
+  const int g = s.n_head / s.n_head_kv, hd = s.head_dim;
+  const int64_t off = static_cast<int64_t>(kv_head) * hd;
+  std::vector<double> p(n_kv);
+  for (int j = 0; j < g; ++j) {
+    double max = -1e300;
+    for (int64_t c = 0; c < n_kv; ++c) {
+      double dot = 0;
+      for (int d = 0; d < hd; ++d) dot += double(q[j * hd + d]) * half_to_double(k[c * s.cell_stride + off + d]);
+      p[c] = dot * s.scale;
+      max = std::max(max, p[c]);
+    }
+    double sum = 0;
+    for (int64_t c = 0; c < n_kv; ++c) sum += (p[c] = std::exp(p[c] - max));
+    for (int d = 0; d < hd; ++d) {
+      double acc = 0;
+      for (int64_t c = 0; c < n_kv; ++c) acc += p[c] * half_to_double(v[c * s.cell_stride + off + d]);
+      out[j * hd + d] = acc / sum;
+    }
+  }
+}
+
+// attend() (the SIMD path this CPU runs for the shape) and attend_scalar against the reference:
+// head dims that take the 16-lane, 8-lane and scalar paths, 1-5 query heads per kv head, one
+// cell to a few hundred, scores large enough that the softmax is peaked.
+int check_attention(std::mt19937& rng, int& checked) {
+  int failures = 0;
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  for (int hd : {128, 64, 72, 20}) {
+    for (int g : {1, 4, 5}) {
+      for (int64_t n_kv : {1, 7, 33, 300}) {
+        AttentionShape s;
+        s.n_head_kv = 2;
+        s.n_head = 2 * g;
+        s.head_dim = hd;
+        s.cell_stride = static_cast<int64_t>(s.n_head_kv) * hd;
+        s.scale = 1.0f / std::sqrt(float(hd)) * (n_kv == 33 ? 8.0f : 1.0f);
+        std::vector<uint16_t> k(n_kv * s.cell_stride), v(k.size());
+        for (auto* cache : {&k, &v}) {
+          for (auto& h : *cache) {  // halves in [-2, 2): sign, exponent 13..15 (0.25..2), mantissa
+            h = static_cast<uint16_t>(((rng() & 1) << 15) | ((13 + rng() % 3) << 10) | (rng() & 1023));
+          }
+        }
+        std::vector<float> q(g * hd), out(g * hd), out_scalar(g * hd), scratch(n_kv * g);
+        for (auto& x : q) x = unit(rng);
+        std::vector<double> want(g * hd);
+        const int kv_head = 1;
+        attend_reference(s, q.data(), k.data(), v.data(), n_kv, kv_head, want.data());
+        attend(s, q.data(), k.data(), v.data(), n_kv, kv_head, out.data(), scratch.data());
+        attend_scalar(s, q.data(), k.data(), v.data(), n_kv, kv_head, out_scalar.data(), scratch.data());
+        double worst = 0, worst_scalar = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+          worst = std::max(worst, std::fabs(out[i] - want[i]));
+          worst_scalar = std::max(worst_scalar, std::fabs(out_scalar[i] - want[i]));
+        }
+        ++checked;
+        if (worst > 1e-4 || worst_scalar > 1e-4) {
+          ++failures;
+          std::printf("MISMATCH attention %s hd=%d g=%d n_kv=%ld: max |d| %.3g (scalar %.3g)\n", attention_impl(), hd,
+                      g, static_cast<long>(n_kv), worst, worst_scalar);
+        }
+      }
+    }
+  }
+  return failures;
+}
+
+}  // namespace
 
 int main() {
   std::mt19937 rng(42);
@@ -187,7 +269,8 @@ int main() {
       std::printf("MISMATCH quantize_row k=%ld\n", static_cast<long>(k));
     }
   }
-  std::printf("best=%s neon_dotprod=%d checked=%d failures=%d\n", best_impl().name,
+  failures += check_attention(rng, checked);
+  std::printf("best=%s attention=%s neon_dotprod=%d checked=%d failures=%d\n", best_impl().name, attention_impl(),
               cpu_has_neon_dotprod() ? 1 : 0, checked, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -312,13 +312,17 @@ def test_queue_full_gives_503_with_retry_after(deep_model):
         long = {"prompt": "the cat sat on the mat " * 60, "max_tokens": 40}
         results: list[httpx.Response] = []
 
+        # The five arrive together (a barrier, not a stagger: a request may take less than a
+        # stagger, and then the slot is free again for the next one).
+        start = threading.Barrier(5)
+
         def call() -> None:
+            start.wait()
             results.append(httpx.post(srv.url + "/v1/completions", json=long, timeout=120))
 
         threads = [threading.Thread(target=call) for _ in range(5)]
         for t in threads:
             t.start()
-            time.sleep(0.05)
         for t in threads:
             t.join()
         codes = sorted(r.status_code for r in results)

@@ -43,6 +43,7 @@ from .state import (
     drain_and_exit,
     load,
     model_id,
+    readiness,
     ready_supervisor,
 )
 from .telemetry import emit_failures, failure_summaries, telemetry_router
@@ -201,14 +202,11 @@ async def health(state: State) -> JSONResponse:
 
 @router.get("/ready", responses={503: {"description": "loading, draining or the queue is full"}})
 async def ready(state: State) -> JSONResponse:
-    sup = state.supervisor
-    if sup is None:
-        return JSONResponse({"ready": False, "reason": "loading"}, 503)
-    if state.draining or sup.state != "running":
-        return JSONResponse({"ready": False, "reason": "draining"}, 503)
-    if sup.queued >= sup.max_queue and sup.in_flight >= sup.max_concurrency:
-        return JSONResponse({"ready": False, "reason": "queue full"}, 503)
-    return JSONResponse({"ready": True})
+    name, reason = readiness(state)
+    if name == "ready":
+        return JSONResponse({"ready": True})
+    # A failed load reads as still loading here; GET /health carries its error.
+    return JSONResponse({"ready": False, "reason": "loading" if name == "error" else reason}, 503)
 
 
 @router.get(

@@ -29,6 +29,21 @@ class ServerState:
     started: float = field(default_factory=time.monotonic)
 
 
+def readiness(state: ServerState) -> tuple[str, str | None]:
+    """(``loading`` | ``error`` | ``ready`` | ``busy`` | ``draining``, why not ready): what
+    ``GET /ready`` and the telemetry stats both report."""
+    sup = state.supervisor
+    if state.loading_error:
+        return "error", state.loading_error
+    if sup is None:
+        return "loading", "loading"
+    if state.draining or sup.state != "running":
+        return "draining", "draining"
+    if sup.queued >= sup.max_queue and sup.in_flight >= sup.max_concurrency:
+        return "busy", "queue full"
+    return "ready", None
+
+
 def ready_supervisor(state: ServerState) -> RuntimeSupervisor:
     if state.draining:
         raise HTTPError(503, "the server is shutting down", "unavailable", {"Retry-After": "5"})

@@ -17,7 +17,7 @@ from .. import events
 from ..telemetry import TELEMETRY_SCHEMA
 from ..version import version
 from .schemas import responses
-from .state import ServerState, model_id
+from .state import ServerState, model_id, readiness
 
 __all__ = ["STATS_SCHEMA", "failure_summaries", "server_stats", "telemetry_router"]
 
@@ -33,26 +33,12 @@ def _server_state(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(_server_state)]
 
 
-def status(state: ServerState) -> tuple[str, str | None]:
-    """(``loading`` | ``error`` | ``ready`` | ``busy`` | ``draining``, why not ready)."""
-    sup = state.supervisor
-    if state.loading_error:
-        return "error", state.loading_error
-    if sup is None:
-        return "loading", "loading"
-    if state.draining or sup.state != "running":
-        return "draining", "draining"
-    if sup.queued >= sup.max_queue and sup.in_flight >= sup.max_concurrency:
-        return "busy", "queue full"
-    return "ready", None
-
-
 def server_stats(state: ServerState, metrics: Any, since: int | None = None) -> dict[str, Any]:
     """The stats document (:data:`STATS_SCHEMA`): the server, its supervisor, request and token
     counters, and with ``since`` the telemetry records numbered after it."""
     c = state.config
     sup = state.supervisor
-    now_status, reason = status(state)
+    now_status, reason = readiness(state)
     hub = state.hub
     out: dict[str, Any] = {
         "schema": STATS_SCHEMA,

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..options import LoadOptions
 from .flags import add_arguments, from_arguments
 
-__all__ = ["add_model_arguments", "runtime_from", "setup_logging"]
+__all__ = ["add_model_arguments", "read_api_keys", "runtime_from", "setup_logging"]
 
 
 def add_model_arguments(
@@ -28,6 +29,15 @@ def add_model_arguments(
         help=f"stderr logs and events as text or as JSON lines (default {log_format})",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log events and native messages")
+
+
+def read_api_keys(path: str) -> list[str]:
+    """The keys of an API key file: one per line; blank lines and ``#`` comments skipped."""
+    return [
+        line.strip()
+        for line in Path(path).read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
 
 
 def runtime_from(args: argparse.Namespace, *, slots: int = 1) -> Any:

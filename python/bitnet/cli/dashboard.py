@@ -4,9 +4,9 @@ offline from snapshots (the ``dashboard`` extra)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
+from .common import read_api_keys
 from .exits import EXIT_OK, command_parser
 
 THEME_NAMES = ("bitnet", "bitnet-light", "release")
@@ -106,14 +106,10 @@ def run(args: argparse.Namespace) -> int:
             )
         key = args.api_key
         if args.api_key_file:
-            lines = [
-                line.strip()
-                for line in Path(args.api_key_file).read_text().splitlines()
-                if line.strip() and not line.startswith("#")
-            ]
-            if not lines:
+            keys = read_api_keys(args.api_key_file)
+            if not keys:
                 raise ValueError(f"--api-key-file {args.api_key_file} has no key in it")
-            key = lines[0]
+            key = keys[0]
         source = LiveSource(args.url, key)
         app = DashboardApp(
             "live",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..options import LoadOptions
-from .common import add_model_arguments
+from .common import add_model_arguments, read_api_keys
 from .exits import command_parser
 from .flags import from_arguments
 
@@ -93,11 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     keys = list(args.api_key)
     if args.api_key_file:
-        keys += [
-            line.strip()
-            for line in Path(args.api_key_file).read_text().splitlines()
-            if line.strip() and not line.startswith("#")
-        ]
+        keys += read_api_keys(args.api_key_file)
     config = ServerConfig(
         model=args.model,
         load=from_arguments(LoadOptions, args),

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from . import events
-from .accelerators import backend_devices, detect_accelerators
 from .formats.cache import sha256_of
 from .version import version
 
@@ -58,12 +57,11 @@ def take_snapshot(
     cache folder (its ``bootstrap-state.json`` is included); ``server``: a running ``bitnet
     serve`` whose ``/metrics`` and ``/telemetry/stats`` are included (``api_key`` if it has
     keys). A server that cannot be reached is recorded as an error, not raised."""
-    from ._native import _core
     from .runtime.diagnostics import diagnose
 
     t0 = time.perf_counter()
-    build = dict(_core.info.build_info())
     diagnostics = diagnose(None).to_dict()
+    build = diagnostics["bitnet"]
     snap: dict[str, Any] = {
         "schema": SNAPSHOT_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -79,11 +77,7 @@ def take_snapshot(
             "ggml_commit": build["ggml_commit"],
         },
         "cpu": diagnostics["cpu"],
-        "accelerators": {
-            "devices": [a.to_dict() for a in detect_accelerators()],
-            "gpu_offload": build.get("gpu_offload") == "yes",
-            "backend_devices": backend_devices(),
-        },
+        "accelerators": diagnostics["accelerators"],  # devices, gpu_offload, backend_devices
         "models": _models(models),
         "bootstrap": _bootstrap(cache_dir),
         "diagnostics": diagnostics,
@@ -120,12 +114,13 @@ def _models(paths: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
                 f"model path '{path}' does not exist (give model files or folders of them)"
             )
         for name, file in pairs:
+            info = file.stat()
             out[name] = {
                 "name": name,
                 "path": str(file.resolve()),
-                "size_bytes": file.stat().st_size,
+                "size_bytes": info.st_size,
                 "sha256": sha256_of(file),
-                "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(file.stat().st_mtime)),
+                "modified": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.st_mtime)),
             }
     return [out[k] for k in sorted(out)]
 

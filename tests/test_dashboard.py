@@ -199,23 +199,9 @@ def test_period_summary_and_release_rows():
 
 
 @pytest.fixture(scope="module")
-def served(tiny_relu2, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("served")
-    sink = folder / "telemetry.jsonl"
-    srv = ServerProcess(
-        tiny_relu2,
-        "-t",
-        "1",
-        "--parallel",
-        "2",
-        "--api-key",
-        "k",
-        "--telemetry-file",
-        str(sink),
-        "--telemetry-interval",
-        "0.2",
-    )
-    yield srv, sink
+def served(tiny_relu2):
+    srv = ServerProcess(tiny_relu2, "-t", "1", "--parallel", "2", "--api-key", "k")
+    yield srv
     srv.stop()
 
 
@@ -259,7 +245,7 @@ def _foreign_server() -> Any:
 
 @pytest.mark.slow
 def test_dashboard_live_against_a_server(served, tmp_path: Path):
-    srv, _ = served
+    srv = served
 
     async def drive() -> None:
         source = LiveSource(srv.url, "k")

@@ -225,6 +225,8 @@ class DashboardApp(App[None]):
 
     def watch_theme(self, theme: str) -> None:
         self.set_class(theme == "release", "release")
+        if theme == "release" and self.frame is not None:
+            self._show_release_periods()  # filled when shown, not on every refresh
 
     # -- refreshing ---------------------------------------------------------------------------
 
@@ -308,7 +310,7 @@ class DashboardApp(App[None]):
                 _detail(rec),
             )
         table.border_title = f"recent events ({len(f.events)})"
-        if self.theme == "release" or self.mode == "replay":
+        if self.theme == "release":
             self._show_release_periods()
 
     def _show_release_periods(self) -> None:

@@ -108,12 +108,14 @@ def period_summary(
                 speeds.append(float(rec["tokens_per_second"]))
         else:
             failures[_error_kind(rec)] += 1
+    latency = _percentiles(durations)
     out: dict[str, Any] = {
         "requests": requests,
         "failures": sum(failures.values()),
         "error_rate": round(sum(failures.values()) / requests, 4) if requests else None,
-        "latency_p50": _percentiles(durations)["p50"],
-        "latency_p95": _percentiles(durations)["p95"],
+        "latency_p50": latency["p50"],
+        "latency_p95": latency["p95"],
+        "latency_max": latency["max"],
         "tokens": tokens,
         "tokens_per_second_median": round(statistics.median(speeds), 2) if speeds else None,
         "errors": dict(failures),
@@ -285,14 +287,19 @@ class LiveSource:
         the dashboard may run on a machine whose clock differs)."""
         if now is None:
             now = self._server_time if self._server_time is not None else time.time()
-        return _two_periods(list(self._events), now, seconds)
+        return _two_periods([(event_time(r), r) for r in self._events], now, seconds)
 
 
 def _two_periods(
-    records: list[dict[str, Any]], end: float, seconds: float
+    timed: Iterable[tuple[float, dict[str, Any]]], end: float, seconds: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    before = [r for r in records if end - 2 * seconds <= event_time(r) <= end - seconds]
-    after = [r for r in records if end - seconds < event_time(r) <= end]
+    """Summaries of the (time, record) pairs in (end - 2s, end - s] and (end - s, end]."""
+    before, after = [], []
+    for t, rec in timed:
+        if end - 2 * seconds <= t <= end - seconds:
+            before.append(rec)
+        elif end - seconds < t <= end:
+            after.append(rec)
     return period_summary(before, seconds), period_summary(after, seconds)
 
 
@@ -337,13 +344,6 @@ class ReplaySource:
         recent = [r for r, rt in zip(self.records, self.times, strict=True) if t - window < rt <= t]
         now_summary = period_summary(recent, window)
         total = period_summary(seen)
-        durations = [
-            float(r["duration_ms"]) / 1000
-            for r in seen
-            if r["event"] == "supervised_generation"
-            and r.get("outcome") in ("ok", "abort")
-            and r.get("duration_ms") is not None
-        ]
         failures = [
             {
                 "time": rt,
@@ -367,7 +367,7 @@ class ReplaySource:
             max_queue=queue,
             request_rate=now_summary.get("requests_per_second"),
             token_rate=now_summary.get("tokens_per_second"),
-            latency=_percentiles(durations),
+            latency={k: total[f"latency_{k}"] for k in ("p50", "p95", "max")},
             errors=total["errors"],
             totals={
                 "requests": total["requests"],
@@ -386,4 +386,4 @@ class ReplaySource:
         t = self.end if t is None else t
         if seconds is None:
             seconds = max((t - self.start) / 2, 1e-3)
-        return _two_periods(self.records, t, seconds)
+        return _two_periods(zip(self.times, self.records, strict=True), t, seconds)
